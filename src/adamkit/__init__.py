@@ -1,0 +1,27 @@
+"""adamkit: exact, fast first-order optimizers (Adam and its family) for NumPy arrays.
+
+    import adamkit as ak
+    opt = ak.Adam({"w": w, "b": b}, lr=1e-2)
+    opt.step({"w": gw, "b": gb})     # w and b are updated in place
+"""
+
+from . import schedules
+from ._optimizer import Optimizer
+from ._optimizers import OPTIMIZERS, SGD, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, optimizer_class
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "OPTIMIZERS",
+    "optimizer_class",
+    "schedules",
+]

@@ -1,0 +1,523 @@
+"""The shared layer of every optimizer: parameter structures and groups, state, validation, non-finite
+policy, schedules, ``state_dict`` and checkpoints.
+
+A concrete optimizer (see ``_optimizers.py``) only declares its hyperparameters (the signature of its
+``__init__``), validates them, names its state slots, computes the per-step scalars (bias corrections
+and the like, in float64) and gives one readable NumPy reference rule. Everything else lives here.
+
+State layout: within each parameter group the leaves are split by dtype into *buckets*; each state slot
+of a bucket (``exp_avg``, ``exp_avg_sq``, ...) is one contiguous 1-D buffer, and each leaf sees a
+reshaped view of its part. The user's parameter arrays are never copied: they are updated in place.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from . import _checkpoint, _tree
+from . import schedules as _schedules
+
+NONFINITE_POLICIES = ("raise", "skip", "ignore")
+_FORMAT_VERSION = 1
+_PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------------
+# Hyperparameter checks shared by the optimizers. Each names the argument, the value and the expectation.
+
+
+def check_real(name: str, value: Any, *, minimum: float | None = 0.0, maximum: float | None = None,
+               open_max: bool = False) -> float:
+    """A finite real number in ``[minimum, maximum]`` (``maximum`` excluded when ``open_max``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r}: expected a real number")
+    v = float(value)
+    lo = "-inf" if minimum is None else minimum
+    hi = "inf" if maximum is None else maximum
+    expect = f"a finite number in [{lo}, {hi}{')' if open_max else ']'}"
+    if not math.isfinite(v) or (minimum is not None and v < minimum):
+        raise ValueError(f"{name}={value!r}: expected {expect}")
+    if maximum is not None and (v > maximum or (open_max and v == maximum)):
+        raise ValueError(f"{name}={value!r}: expected {expect}")
+    return v
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}={value!r}: expected True or False")
+    return bool(value)
+
+
+def check_betas(value: Any) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"betas={value!r}: expected a pair (beta1, beta2), each in [0, 1)")
+    return (check_real("betas[0]", value[0], maximum=1.0, open_max=True),
+            check_real("betas[1]", value[1], maximum=1.0, open_max=True))
+
+
+def check_lr(value: Any) -> float | Callable[[int], float]:
+    """``lr`` is a number >= 0 or a schedule: a callable of the step count."""
+    if callable(value):
+        return value
+    return check_real("lr", value)
+
+
+def _resolve_lr(lr: Any, count: int) -> float:
+    if not callable(lr):
+        return lr
+    value = lr(count)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= float(value) < math.inf):
+        raise ValueError(f"lr schedule {lr!r} returned {value!r} at step count {count}: expected a finite number >= 0")
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class _Bucket:
+    """The leaves of one group that share a dtype; each state slot is one flat buffer over all of them."""
+
+    __slots__ = ("dtype", "index", "params", "names", "sizes", "offsets", "size", "flat", "views")
+
+    def __init__(self, dtype: np.dtype, index: list[int], params: list[np.ndarray], names: list[str]):
+        self.dtype = dtype
+        self.index = index  # positions of these leaves in the group's leaf list
+        self.params = params
+        self.names = names
+        self.sizes = [p.size for p in params]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.size = int(self.offsets[-1])
+        self.flat: dict[str, np.ndarray] = {}
+        self.views: list[dict[str, np.ndarray]] = [{} for _ in params]
+
+    def add_slot(self, slot: str, fill: float) -> None:
+        buf = np.full(self.size, fill, dtype=self.dtype)
+        self.flat[slot] = buf
+        for k, p in enumerate(self.params):
+            self.views[k][slot] = buf[self.offsets[k]:self.offsets[k + 1]].reshape(p.shape)
+
+
+class _Group:
+    """One parameter group: its user-facing dict, its leaves and buckets, and its scalar state."""
+
+    __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "scalars", "_seen", "_hp")
+
+    def __init__(self, spec: dict, treedef: _tree.TreeDef, leaves: list[np.ndarray], names: list[str]):
+        self.spec = spec
+        self.treedef = treedef
+        self.leaves = leaves
+        self.names = names
+        by_dtype: dict[np.dtype, list[int]] = {}
+        for i, p in enumerate(leaves):
+            by_dtype.setdefault(p.dtype, []).append(i)
+        self.buckets = [_Bucket(dt, idx, [leaves[i] for i in idx], [names[i] for i in idx])
+                        for dt, idx in by_dtype.items()]
+        self.scalars: dict[str, Any] = {}
+        self._seen: tuple | None = None
+        self._hp: dict[str, Any] = {}
+
+
+class Optimizer:
+    """Base class of adamkit's optimizers. See :class:`adamkit.Adam` for the common interface.
+
+    Subclasses declare their hyperparameters as keyword arguments of ``__init__`` (names and defaults
+    are read from the signature), and implement ``validate``, ``slots``, ``constants`` and
+    ``reference``.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: Hyperparameters fixed by the class (e.g. AdamW's decoupled weight decay), not arguments.
+    fixed: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        sig = inspect.signature(cls.__init__)
+        cls.defaults = {n: p.default for n, p in sig.parameters.items()
+                        if n not in ("self", "params", "nonfinite")}
+
+    # ---- the parts a concrete optimizer provides --------------------------------------------------
+
+    @classmethod
+    def validate(cls, hp: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - abstract
+        """Check a group's hyperparameters; return them normalised (floats, tuples)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def slots(hp: dict[str, Any]) -> dict[str, float]:  # pragma: no cover - abstract
+        """The state slots this configuration needs, with their initial value."""
+        raise NotImplementedError
+
+    @staticmethod
+    def constants(hp: dict[str, Any], t: int, scalars: dict[str, Any]) -> dict[str, Any]:
+        """Per-step scalars (float64) for step ``t`` (1 on the first step); may set ``next_scalars``."""
+        return {}
+
+    @staticmethod
+    def reference(p: np.ndarray, g: np.ndarray, s: dict[str, np.ndarray], c: dict[str, Any]) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    # ---- construction -----------------------------------------------------------------------------
+
+    def __init__(self, params: Any, hyperparameters: dict[str, Any]):
+        nonfinite = hyperparameters.get("nonfinite", "raise")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite={nonfinite!r}: expected one of {', '.join(map(repr, NONFINITE_POLICIES))}")
+        self.nonfinite = nonfinite
+        base = {k: hyperparameters[k] for k in self.defaults}
+        self.validate({**base, **self.fixed})
+
+        self.params = params
+        self._grouped = _is_group_list(params)
+        specs = params if self._grouped else [{"params": params}]
+        self.param_groups: list[dict[str, Any]] = []
+        self._groups: list[_Group] = []
+        for gi, spec in enumerate(specs):
+            if not isinstance(spec, dict) or "params" not in spec:
+                raise TypeError(f"params[{gi}]: expected a dict with a 'params' entry (a parameter group)")
+            unknown = sorted(set(spec) - set(self.defaults) - {"params"})
+            if unknown:
+                raise ValueError(
+                    f"params[{gi}]: unknown hyperparameter(s) {unknown}; {type(self).__name__} accepts "
+                    f"{', '.join(self.defaults)}"
+                )
+            group = {**base, **spec}
+            leaves, names, treedef = _tree.flatten(spec["params"], prefix=f"[{gi}]" if self._grouped else "")
+            where = f"params[{gi}]['params']" if self._grouped else "params"
+            if not leaves:
+                raise ValueError(f"{where}: expected at least one array, got an empty {type(spec['params']).__name__}")
+            for name, p in zip(names, leaves):
+                _check_param(name, p)
+            self.param_groups.append(group)
+            self._groups.append(_Group(group, treedef, leaves, names))
+        all_leaves = [p for g in self._groups for p in g.leaves]
+        all_names = [n for g in self._groups for n in g.names]
+        _check_distinct(all_leaves, all_names)
+
+        self.step_count = 0
+        self.skipped_steps = 0
+        for g in self._groups:
+            hp = self._hyperparameters(g)
+            self._init_state(g, hp)
+
+    def _init_state(self, g: _Group, hp: dict[str, Any]) -> None:
+        g.scalars = {"step": 0}
+        for b in g.buckets:
+            b.flat.clear()
+            for v in b.views:
+                v.clear()
+        self._ensure_slots(g, hp)
+
+    def _ensure_slots(self, g: _Group, hp: dict[str, Any]) -> None:
+        for slot, fill in self.slots(hp).items():
+            for b in g.buckets:
+                if slot not in b.flat:
+                    b.add_slot(slot, fill)
+
+    def _hyperparameters(self, g: _Group) -> dict[str, Any]:
+        """The group's validated hyperparameters, re-checked only when the user changed them."""
+        spec = g.spec
+        seen = tuple(spec.get(k) for k in self.defaults)
+        if seen != g._seen:
+            unknown = sorted(set(spec) - set(self.defaults) - {"params"})
+            if unknown:
+                raise ValueError(f"param group: unknown hyperparameter(s) {unknown}; "
+                                 f"{type(self).__name__} accepts {', '.join(self.defaults)}")
+            g._hp = self.validate({**{k: spec[k] for k in self.defaults}, **self.fixed})
+            g._seen = seen
+        return g._hp
+
+    # ---- the step ---------------------------------------------------------------------------------
+
+    def step(self, grads: Any) -> None:
+        """Apply one update to every parameter, in place, from ``grads`` (mirroring ``params``)."""
+        groups = self._groups
+        if self._grouped:
+            if not isinstance(grads, (list, tuple)) or len(grads) != len(groups):
+                raise ValueError(f"grads: expected a list with one entry per parameter group ({len(groups)}), "
+                                 f"got {_tree._describe(grads)}"
+                                 + (f" of {len(grads)} entries" if isinstance(grads, (list, tuple)) else ""))
+            per_group = grads
+        else:
+            per_group = (grads,)
+        count = self.step_count
+        plans = []
+        for g, gg in zip(groups, per_group):
+            hp = self._hyperparameters(g)
+            gl = [gg] if g.treedef.kind == "leaf" else g.treedef.flatten_like(gg, "grads")
+            for i, (p, x) in enumerate(zip(g.leaves, gl)):
+                if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
+                    gl[i] = _coerce_grad(g.names[i], p, x)
+            lr = _resolve_lr(hp["lr"], count)
+            plans.append((g, hp if lr is hp["lr"] else {**hp, "lr": lr}, gl))
+
+        if self.nonfinite != "ignore":
+            bad = _first_nonfinite(plans)
+            if bad is not None:
+                if self.nonfinite == "skip":
+                    self.skipped_steps += 1
+                    return
+                raise FloatingPointError(
+                    f"non-finite gradient for parameter {bad!r} at step {count + 1}; nothing was changed "
+                    f"(pass nonfinite='skip' to skip such steps)"
+                )
+
+        for g, hp, gl in plans:
+            self._ensure_slots(g, hp)
+            t = g.scalars["step"] + 1
+            c = self.constants(hp, t, g.scalars)
+            c.update(hp)
+            for b in g.buckets:
+                gb = gl if len(g.buckets) == 1 else [gl[i] for i in b.index]
+                self._update_bucket(b, gb, c)
+            g.scalars.update(c.pop("next_scalars", {}))
+            g.scalars["step"] = t
+        self.step_count = count + 1
+
+    def _update_bucket(self, b: _Bucket, grads: list[np.ndarray], c: dict[str, Any]) -> None:
+        """Update every leaf of a bucket; the readable reference rule, leaf by leaf."""
+        ref = self.reference
+        for p, g, s in zip(b.params, grads, b.views):
+            ref(p, g, s, c)
+
+    # ---- information --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, dict[str, np.ndarray]]:
+        """Live views of the state: ``{leaf name: {slot: array shaped like the parameter}}``."""
+        return {n: dict(v) for g in self._groups for b in g.buckets for n, v in zip(b.names, b.views)}
+
+    @property
+    def names(self) -> list[str]:
+        """The leaf names, in order (see ``adamkit._tree``)."""
+        return [n for g in self._groups for n in g.names]
+
+    def learning_rate(self, group: int = 0) -> float:
+        """The learning rate the next step will use in parameter group ``group`` (schedules resolved)."""
+        if not 0 <= group < len(self._groups):
+            raise IndexError(f"group={group!r}: expected 0 <= group < {len(self._groups)}")
+        return _resolve_lr(self._hyperparameters(self._groups[group])["lr"], self.step_count)
+
+    def reset_state(self) -> None:
+        """Forget the moments and restart the bias-correction step count ``t`` at 0.
+
+        ``step_count`` (which drives learning-rate schedules) keeps counting.
+        """
+        for g in self._groups:
+            self._init_state(g, self._hyperparameters(g))
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={self.param_groups[0][k]!r}" for k in self.defaults)
+        n = sum(p.size for g in self._groups for p in g.leaves)
+        return f"{type(self).__name__}({n} parameters in {len(self.names)} arrays, {hp})"
+
+    # ---- state_dict and checkpoints -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot of the state as plain data (dicts, lists, ndarrays, numbers), keyed by leaf name."""
+        groups = []
+        for gspec in self.param_groups:
+            d = {k: _plain_hyperparameter(gspec[k]) for k in self.defaults}
+            groups.append(d)
+        return {
+            "optimizer": type(self).__name__,
+            "format": _FORMAT_VERSION,
+            "step_count": self.step_count,
+            "skipped_steps": self.skipped_steps,
+            "param_groups": [{**d, "names": list(g.names)} for d, g in zip(groups, self._groups)],
+            "group_state": [dict(g.scalars) for g in self._groups],
+            "state": {n: {k: v.copy() for k, v in s.items()} for n, s in self.state.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a ``state_dict`` after checking it fits this optimizer; on error nothing changes."""
+        sd = state_dict
+        if not isinstance(sd, dict) or "optimizer" not in sd:
+            raise ValueError("state_dict: expected a dict made by Optimizer.state_dict()")
+        kind = type(self).__name__
+        if sd["optimizer"] != kind:
+            raise ValueError(f"state_dict is for optimizer {sd['optimizer']!r}; this optimizer is {kind!r}")
+        if sd.get("format") != _FORMAT_VERSION:
+            raise ValueError(f"state_dict format {sd.get('format')!r}: expected {_FORMAT_VERSION}")
+        pgs, gstates, state = sd["param_groups"], sd["group_state"], sd["state"]
+        if len(pgs) != len(self._groups) or len(gstates) != len(self._groups):
+            raise ValueError(f"state_dict has {len(pgs)} parameter groups; this optimizer has {len(self._groups)}")
+        new_specs = []
+        for gi, (pg, g) in enumerate(zip(pgs, self._groups)):
+            if list(pg["names"]) != g.names:
+                raise ValueError(f"state_dict group {gi} has parameters {list(pg['names'])}; "
+                                 f"this optimizer has {g.names}")
+            missing = sorted(set(self.defaults) - set(pg))
+            if missing:
+                raise ValueError(f"state_dict group {gi} lacks hyperparameter(s) {missing}")
+            spec = {k: _restore_hyperparameter(k, pg[k], self.param_groups[gi][k]) for k in self.defaults}
+            hp = self.validate({**spec, **self.fixed})
+            need = self.slots(hp)
+            for b in g.buckets:
+                for name, p in zip(b.names, b.params):
+                    s = state.get(name)
+                    if not isinstance(s, dict):
+                        raise ValueError(f"state_dict has no state for parameter {name!r}")
+                    lacking = sorted(set(need) - set(s))
+                    if lacking:
+                        raise ValueError(f"state_dict state for parameter {name!r} lacks slot(s) {lacking}")
+                    for slot, arr in s.items():
+                        arr = np.asarray(arr)
+                        if arr.shape != p.shape or arr.dtype != p.dtype:
+                            raise ValueError(
+                                f"state_dict state {name!r}/{slot!r}: expected shape {p.shape} and dtype "
+                                f"{p.dtype}, got shape {arr.shape} and dtype {arr.dtype}")
+            gs = gstates[gi]
+            if not isinstance(gs, dict) or not isinstance(gs.get("step"), numbers.Integral) or gs["step"] < 0:
+                raise ValueError(f"state_dict group_state[{gi}]: expected a dict with an integer 'step' >= 0")
+            new_specs.append(spec)
+        extra = sorted(set(state) - set(self.names))
+        if extra:
+            raise ValueError(f"state_dict has state for unknown parameter(s) {extra}")
+        for key in ("step_count", "skipped_steps"):
+            if not isinstance(sd.get(key), numbers.Integral) or sd[key] < 0:
+                raise ValueError(f"state_dict[{key!r}]={sd.get(key)!r}: expected an integer >= 0")
+
+        # Everything fits: commit.
+        for spec, g, gs in zip(new_specs, self._groups, gstates):
+            g.spec.update(spec)
+            g._seen = None
+            for b in g.buckets:
+                slots = {slot for name in b.names for slot in state[name]}
+                for slot in slots:
+                    if slot not in b.flat:
+                        b.add_slot(slot, 0.0)
+                for k, name in enumerate(b.names):
+                    for slot, arr in state[name].items():
+                        np.copyto(b.views[k][slot], np.asarray(arr))
+            g.scalars = {k: (int(v) if k == "step" else v) for k, v in gs.items()}
+        self.step_count = int(sd["step_count"])
+        self.skipped_steps = int(sd["skipped_steps"])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to one ``.npz`` file, atomically (temporary file, then rename)."""
+        sd = self.state_dict()
+        arrays: dict[str, np.ndarray] = {}
+        index = {}
+        for name, slots in sd["state"].items():
+            index[name] = {}
+            for slot, arr in slots.items():
+                key = f"a{len(arrays)}"
+                arrays[key] = arr
+                index[name][slot] = key
+        meta = {k: v for k, v in sd.items() if k != "state"}
+        meta["state"] = index
+        return _checkpoint.save_npz(path, arrays, {"kind": "optimizer", **meta})
+
+    def load(self, path: str | Path) -> None:
+        """Restore the state written by :meth:`save` (checked as in :meth:`load_state_dict`)."""
+        arrays, meta = _checkpoint.load_npz(path)
+        self.load_state_dict(state_dict_from_files(arrays, meta, path))
+
+
+def state_dict_from_files(arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Any) -> dict[str, Any]:
+    """Rebuild a ``state_dict`` from the arrays and description written by :meth:`Optimizer.save`."""
+    try:
+        if meta.get("kind") != "optimizer":
+            raise KeyError("kind")
+        state = {name: {slot: arrays[key] for slot, key in slots.items()} for name, slots in meta["state"].items()}
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise ValueError(f"checkpoint {str(path)!r} does not hold optimizer state ({exc!r} missing)") from None
+    return {**{k: v for k, v in meta.items() if k not in ("kind", "state")}, "state": state}
+
+
+def _plain_hyperparameter(v: Any) -> Any:
+    if isinstance(v, _schedules.Schedule):
+        return v.config()
+    if callable(v):
+        return {"schedule": "callable", "name": getattr(v, "__qualname__", repr(v))}
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def _restore_hyperparameter(key: str, saved: Any, current: Any) -> Any:
+    if isinstance(saved, dict) and "schedule" in saved:
+        if saved["schedule"] == "callable":
+            if not callable(current) or isinstance(current, _schedules.Schedule):
+                raise ValueError(
+                    f"state_dict {key}: saved with a custom schedule {saved.get('name')!r} that cannot be "
+                    f"restored from a file; construct the optimizer with that callable as {key}")
+            return current
+        return _schedules.from_config(saved)
+    if isinstance(saved, list):
+        return tuple(saved)
+    return saved
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter and gradient checks.
+
+
+def _is_group_list(params: Any) -> bool:
+    return (isinstance(params, (list, tuple)) and len(params) > 0
+            and all(isinstance(x, dict) and "params" in x for x in params))
+
+
+def _check_param(name: str, p: Any) -> None:
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"parameter {name!r}: expected a writable float32 or float64 numpy array, "
+                        f"got {type(p).__name__}")
+    if p.dtype not in _PARAM_DTYPES:
+        raise TypeError(f"parameter {name!r}: expected a float32 or float64 array, got dtype {p.dtype}")
+    if not p.flags.writeable:
+        raise ValueError(f"parameter {name!r}: expected a writable array, got a read-only one")
+
+
+def _check_distinct(leaves: list[np.ndarray], names: list[str]) -> None:
+    """No two parameters may share memory (the same array passed twice, or overlapping views)."""
+    bounds = []
+    for p, n in zip(leaves, names):
+        if p.size:
+            lo, hi = np.lib.array_utils.byte_bounds(p) if hasattr(np.lib, "array_utils") else np.byte_bounds(p)
+            bounds.append((lo, hi, p, n))
+    bounds.sort(key=lambda x: x[0])
+    active: list = []  # arrays whose byte range may still overlap later ones
+    for lo, hi, p, n in bounds:
+        active = [a for a in active if a[1] > lo]
+        for _, _, q, m in active:
+            if p is q or np.shares_memory(p, q):
+                what = "the same array was passed twice" if p is q else "they share memory"
+                raise ValueError(f"parameters {m!r} and {n!r}: {what}; each parameter must be a distinct array")
+        active.append((lo, hi, p, n))
+
+
+def _coerce_grad(name: str, p: np.ndarray, g: Any) -> np.ndarray:
+    """Check one gradient against its parameter; return it as a float array of the parameter's dtype."""
+    if not isinstance(g, np.ndarray):
+        if isinstance(g, (numbers.Real, np.generic)) and not isinstance(g, (bool, np.bool_)):
+            g = np.asarray(g)
+        else:
+            raise TypeError(f"gradient for parameter {name!r}: expected a float array of shape {p.shape}, "
+                            f"got {type(g).__name__}")
+    if g.dtype.kind != "f":
+        raise TypeError(f"gradient for parameter {name!r}: expected a real floating-point array, "
+                        f"got dtype {g.dtype}")
+    if g.shape != p.shape:
+        raise ValueError(f"gradient for parameter {name!r}: expected shape {p.shape}, got shape {g.shape}")
+    if g.dtype != p.dtype:
+        with np.errstate(over="ignore"):
+            g = g.astype(p.dtype)
+    return g
+
+
+def _first_nonfinite(plans: Sequence) -> str | None:
+    """The name of the first parameter whose gradient has a NaN or an infinity, or None."""
+    for g, _, gl in plans:
+        for name, x in zip(g.names, gl):
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = np.add.reduce(x, axis=None)
+            # a finite sum proves every entry finite; otherwise look closer (the sum may just overflow)
+            if not math.isfinite(total) and not np.isfinite(x).all():
+                return name
+    return None
