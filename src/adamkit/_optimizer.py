@@ -16,11 +16,11 @@ import inspect
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from . import _checkpoint, _tree
+from . import _checkpoint, _kernels, _tree
 from . import schedules as _schedules
 
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
@@ -81,11 +81,17 @@ def _resolve_lr(lr: Any, count: int) -> float:
 
 
 class _Bucket:
-    """The leaves of one group that share a dtype; each state slot is one flat buffer over all of them."""
+    """The leaves of one group that share a dtype; each state slot is one flat buffer over all of them.
 
-    __slots__ = ("dtype", "index", "params", "names", "sizes", "offsets", "size", "flat", "views")
+    A *fused* bucket (C-contiguous leaves, Numba available) is updated by one kernel call per step;
+    others by the reference rule, leaf by leaf.
+    """
 
-    def __init__(self, dtype: np.dtype, index: list[int], params: list[np.ndarray], names: list[str]):
+    __slots__ = ("dtype", "index", "params", "names", "sizes", "offsets", "size", "flat", "views",
+                 "fused", "kparams", "items", "parallel", "gbuf")
+
+    def __init__(self, dtype: np.dtype, index: list[int], params: list[np.ndarray], names: list[str],
+                 fused: bool):
         self.dtype = dtype
         self.index = index  # positions of these leaves in the group's leaf list
         self.params = params
@@ -95,6 +101,12 @@ class _Bucket:
         self.size = int(self.offsets[-1])
         self.flat: dict[str, np.ndarray] = {}
         self.views: list[dict[str, np.ndarray]] = [{} for _ in params]
+        self.fused = fused
+        if fused:
+            self.kparams = _kernels.typed_list(params)
+            self.items = _kernels.work_items(self.sizes)
+            self.parallel = self.size >= _kernels.PARALLEL_MIN
+            self.gbuf = np.empty(self.size, dtype) if len(params) > 1 else None
 
     def add_slot(self, slot: str, fill: float) -> None:
         buf = np.full(self.size, fill, dtype=self.dtype)
@@ -102,22 +114,45 @@ class _Bucket:
         for k, p in enumerate(self.params):
             self.views[k][slot] = buf[self.offsets[k]:self.offsets[k + 1]].reshape(p.shape)
 
+    def gather(self, grads: list[np.ndarray]) -> Any:
+        """The bucket's gradients as the update will read them: one flat array when fused, else the list."""
+        if not self.fused:
+            return grads
+        if self.gbuf is None:
+            g = grads[0]
+            return (g if g.flags.c_contiguous else np.ascontiguousarray(g)).reshape(-1)
+        return np.concatenate(grads, axis=None, out=self.gbuf)
+
+    def first_nonfinite(self, grads: Any) -> str | None:
+        """The name of the first leaf whose gradient has a NaN or an infinity, or None."""
+        if self.fused:
+            i = _kernels.first_nonfinite(grads, self.parallel)
+            return None if i < 0 else self.names[int(np.searchsorted(self.offsets, i, side="right")) - 1]
+        for name, x in zip(self.names, grads):
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = np.add.reduce(x, axis=None)
+            # a finite sum proves every entry finite; otherwise look closer (the sum may just overflow)
+            if not math.isfinite(total) and not np.isfinite(x).all():
+                return name
+        return None
+
 
 class _Group:
     """One parameter group: its user-facing dict, its leaves and buckets, and its scalar state."""
 
     __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "scalars", "_seen", "_hp")
 
-    def __init__(self, spec: dict, treedef: _tree.TreeDef, leaves: list[np.ndarray], names: list[str]):
+    def __init__(self, spec: dict, treedef: _tree.TreeDef, leaves: list[np.ndarray], names: list[str],
+                 fused: bool):
         self.spec = spec
         self.treedef = treedef
         self.leaves = leaves
         self.names = names
-        by_dtype: dict[np.dtype, list[int]] = {}
+        by_kind: dict[tuple, list[int]] = {}
         for i, p in enumerate(leaves):
-            by_dtype.setdefault(p.dtype, []).append(i)
-        self.buckets = [_Bucket(dt, idx, [leaves[i] for i in idx], [names[i] for i in idx])
-                        for dt, idx in by_dtype.items()]
+            by_kind.setdefault((p.dtype, fused and p.flags.c_contiguous), []).append(i)
+        self.buckets = [_Bucket(dt, idx, [leaves[i] for i in idx], [names[i] for i in idx], fu)
+                        for (dt, fu), idx in by_kind.items()]
         self.scalars: dict[str, Any] = {}
         self._seen: tuple | None = None
         self._hp: dict[str, Any] = {}
@@ -132,6 +167,9 @@ class Optimizer:
     """
 
     defaults: ClassVar[dict[str, Any]] = {}
+    #: The fused kernel of ``_kernels`` that implements ``reference`` exactly (None: reference only).
+    #: A subclass inherits it only by naming it again, so overriding the rule never runs a stale kernel.
+    fused_kernel: ClassVar[str | None] = None
     #: Hyperparameters fixed by the class (e.g. AdamW's decoupled weight decay), not arguments.
     fixed: ClassVar[dict[str, Any]] = {}
 
@@ -140,6 +178,8 @@ class Optimizer:
         sig = inspect.signature(cls.__init__)
         cls.defaults = {n: p.default for n, p in sig.parameters.items()
                         if n not in ("self", "params", "nonfinite")}
+        if "fused_kernel" not in cls.__dict__:
+            cls.fused_kernel = None
 
     # ---- the parts a concrete optimizer provides --------------------------------------------------
 
@@ -177,6 +217,7 @@ class Optimizer:
         specs = params if self._grouped else [{"params": params}]
         self.param_groups: list[dict[str, Any]] = []
         self._groups: list[_Group] = []
+        fused = self.fused_kernel is not None and _kernels.available()
         for gi, spec in enumerate(specs):
             if not isinstance(spec, dict) or "params" not in spec:
                 raise TypeError(f"params[{gi}]: expected a dict with a 'params' entry (a parameter group)")
@@ -194,7 +235,7 @@ class Optimizer:
             for name, p in zip(names, leaves):
                 _check_param(name, p)
             self.param_groups.append(group)
-            self._groups.append(_Group(group, treedef, leaves, names))
+            self._groups.append(_Group(group, treedef, leaves, names, fused))
         all_leaves = [p for g in self._groups for p in g.leaves]
         all_names = [n for g in self._groups for n in g.names]
         _check_distinct(all_leaves, all_names)
@@ -254,10 +295,12 @@ class Optimizer:
                 if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
                     gl[i] = _coerce_grad(g.names[i], p, x)
             lr = _resolve_lr(hp["lr"], count)
-            plans.append((g, hp if lr is hp["lr"] else {**hp, "lr": lr}, gl))
+            work = [(b, b.gather(gl if len(g.buckets) == 1 else [gl[i] for i in b.index])) for b in g.buckets]
+            plans.append((g, hp if lr is hp["lr"] else {**hp, "lr": lr}, work))
 
         if self.nonfinite != "ignore":
-            bad = _first_nonfinite(plans)
+            bad = next((name for _, _, work in plans for b, x in work
+                        for name in (b.first_nonfinite(x),) if name is not None), None)
             if bad is not None:
                 if self.nonfinite == "skip":
                     self.skipped_steps += 1
@@ -267,14 +310,16 @@ class Optimizer:
                     f"(pass nonfinite='skip' to skip such steps)"
                 )
 
-        for g, hp, gl in plans:
+        for g, hp, work in plans:
             self._ensure_slots(g, hp)
             t = g.scalars["step"] + 1
             c = self.constants(hp, t, g.scalars)
             c.update(hp)
-            for b in g.buckets:
-                gb = gl if len(g.buckets) == 1 else [gl[i] for i in b.index]
-                self._update_bucket(b, gb, c)
+            for b, x in work:
+                if b.fused:
+                    _kernels.run(self.fused_kernel, b.kparams, b.items, b.parallel, x, b.flat, c, b.dtype)
+                else:
+                    self._update_bucket(b, x, c)
             g.scalars.update(c.pop("next_scalars", {}))
             g.scalars["step"] = t
         self.step_count = count + 1
@@ -509,15 +554,3 @@ def _coerce_grad(name: str, p: np.ndarray, g: Any) -> np.ndarray:
         with np.errstate(over="ignore"):
             g = g.astype(p.dtype)
     return g
-
-
-def _first_nonfinite(plans: Sequence) -> str | None:
-    """The name of the first parameter whose gradient has a NaN or an infinity, or None."""
-    for g, _, gl in plans:
-        for name, x in zip(g.names, gl):
-            with np.errstate(over="ignore", invalid="ignore"):
-                total = np.add.reduce(x, axis=None)
-            # a finite sum proves every entry finite; otherwise look closer (the sum may just overflow)
-            if not math.isfinite(total) and not np.isfinite(x).all():
-                return name
-    return None

@@ -62,6 +62,8 @@ class SGD(Optimizer):
     (``v = mu*v - lr*g``); the trajectories agree only for a constant learning rate.
     """
 
+    fused_kernel = "SGD"
+
     def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, maximize: bool = False, *,
                  nonfinite: str = "raise"):
@@ -117,6 +119,8 @@ class Adagrad(Optimizer):
     optax and Keras start the accumulator at 0.1 and put ``eps`` (1e-7) differently.
     """
 
+    fused_kernel = "Adagrad"
+
     def __init__(self, params: Any, lr: Any = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, maximize: bool = False, *,
                  nonfinite: str = "raise"):
@@ -159,6 +163,8 @@ class RMSprop(Optimizer):
     :math:`p_t = p_{t-1} - \gamma b_t`. No bias correction (the seed notes: what Adam adds).
     Keras and optax put ``eps`` inside the square root and default ``rho``/``decay`` to 0.9.
     """
+
+    fused_kernel = "RMSprop"
 
     def __init__(self, params: Any, lr: Any = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
@@ -235,6 +241,8 @@ class Adam(Optimizer):
         array([-0.1,  0.1,  0. ])
     """
 
+    fused_kernel = "Adam"
+
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False,
                  decoupled_weight_decay: bool = False, bias_correction: bool = True, *,
@@ -285,6 +293,7 @@ class AdamW(Adam):
     (the paper multiplies :math:`\lambda` by the schedule multiplier only).
     """
 
+    fused_kernel = "Adam"
     fixed = {"decoupled_weight_decay": True}
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -303,6 +312,8 @@ class Adamax(Optimizer):
     with ``lr`` = :math:`\alpha` (default 2e-3). The paper has no :math:`\epsilon`; torch adds it
     inside the max, as here. optax adds ``eps`` to :math:`u_t` in the denominator instead.
     """
+
+    fused_kernel = "Adamax"
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, maximize: bool = False, *,
@@ -347,6 +358,8 @@ class NAdam(Optimizer):
     with ``lr`` = :math:`\alpha` (default 2e-3), ``momentum_decay`` = :math:`\psi` (4e-3). The product
     :math:`P_t` is kept in the group state (float64). ``decoupled_weight_decay=True`` gives NAdamW.
     """
+
+    fused_kernel = "NAdam"
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
@@ -406,6 +419,8 @@ class RAdam(Optimizer):
     with ``lr`` = :math:`\alpha`; :math:`m_t, v_t` as Adam. The threshold 5 is torch's (the paper: 4);
     with :math:`\beta_2 = 0.999` the first five steps are plain momentum SGD.
     """
+
+    fused_kernel = "RAdam"
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
