@@ -1,0 +1,316 @@
+"""``adamkit bench``: time one optimizer step against the memory-traffic limit and against torch.optim.
+
+For every optimizer, size and dtype it measures, in one run on the current machine:
+
+* ``limit``: a Numba kernel with the optimizer's memory traffic (it reads the same arrays and writes
+  the same arrays, doing one addition per element), chunked and threaded like adamkit's kernels;
+* ``adamkit``: ``opt.step(grads)`` with the default non-finite check, and with ``nonfinite="ignore"``;
+* ``numpy``: the textbook NumPy formula (Adam only) and adamkit's NumPy reference rule;
+* ``torch``: torch.optim with ``foreach=False``, ``foreach=True`` and ``fused=True`` where supported,
+  when torch is installed (gradients preset, so only ``step()`` is timed).
+
+Each figure is the median of ``--repeat`` timings after warm-up. Ratios are taken within the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _kernels
+from ._optimizers import OPTIMIZERS
+
+SIZES = {"1e3": [1000], "1e5": [100_000], "1e6": [1_000_000], "1e7": [10_000_000],
+         "400x2500": [2500] * 400, "2000x500": [500] * 2000}
+TORCH_NAMES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
+               "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam"}
+# A representative configuration per optimizer (momentum on, so SGD's traffic includes its buffer).
+CONFIGS: dict[str, dict[str, Any]] = {"sgd": {"lr": 1e-3, "momentum": 0.9}, "rmsprop": {"lr": 1e-3}}
+
+
+def _median_ms(fn: Callable[[], Any], repeat: int, min_time: float = 0.05) -> float:
+    fn()  # warm-up (and compilation)
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    inner = max(1, int(min_time / max(once, 1e-7)))  # batch tiny steps so the timer is meaningful
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples) * 1e3
+
+
+if _kernels.available():
+    from numba import njit, prange
+
+    # The limit: per element, read the gradient and the arrays an optimizer updates, write those back.
+    # One kernel per number of updated arrays (parameter + state slots), chunked and threaded like ours.
+
+    @njit(error_model="numpy", cache=True, inline="always")
+    def _span1(g, a, lo, hi):  # pragma: no cover - timed, not tested for values
+        for i in range(lo, hi):
+            a[i] = a[i] + g[i]
+
+    @njit(error_model="numpy", cache=True, inline="always")
+    def _span2(g, a, b, lo, hi):  # pragma: no cover
+        for i in range(lo, hi):
+            x = g[i]
+            a[i] = a[i] + x
+            b[i] = b[i] + x
+
+    @njit(error_model="numpy", cache=True, inline="always")
+    def _span3(g, a, b, c, lo, hi):  # pragma: no cover
+        for i in range(lo, hi):
+            x = g[i]
+            a[i] = a[i] + x
+            b[i] = b[i] + x
+            c[i] = c[i] + x
+
+    @njit(error_model="numpy", cache=True, inline="always")
+    def _span4(g, a, b, c, d, lo, hi):  # pragma: no cover
+        for i in range(lo, hi):
+            x = g[i]
+            a[i] = a[i] + x
+            b[i] = b[i] + x
+            c[i] = c[i] + x
+            d[i] = d[i] + x
+
+    @njit(parallel=True, error_model="numpy", cache=True)
+    def _traffic(g, rw, par):  # pragma: no cover
+        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once."""
+        n = g.size
+        nchunks = (n + _kernels.CHUNK - 1) // _kernels.CHUNK if par else 1
+        for k in prange(nchunks):
+            lo = k * _kernels.CHUNK if par else 0
+            hi = min(n, lo + _kernels.CHUNK) if par else n
+            if len(rw) == 1:
+                _span1(g, rw[0], lo, hi)
+            elif len(rw) == 2:
+                _span2(g, rw[0], rw[1], lo, hi)
+            elif len(rw) == 3:
+                _span3(g, rw[0], rw[1], rw[2], lo, hi)
+            else:
+                _span4(g, rw[0], rw[1], rw[2], rw[3], lo, hi)
+
+
+def _traffic_arrays(opt: Any) -> tuple[int, int]:
+    """(arrays read, arrays written) per element by one step of ``opt``: parameter, state slots, gradient."""
+    slots = len(opt.slots(opt._hyperparameters(opt._groups[0])))
+    return 2 + slots, 1 + slots
+
+
+def _limit_fn(n: int, reads: int, writes: int, dtype: np.dtype) -> Callable[[], None]:
+    assert reads == writes + 1  # the gradient is the only array read and not written
+    rw = tuple(np.zeros(n, dtype) for _ in range(writes))
+    g = np.ones(n, dtype)
+    par = n >= _kernels.PARALLEL_MIN
+    return lambda: _traffic(g, rw, par)
+
+
+def _textbook_adam(params: list[np.ndarray], grads: list[np.ndarray]) -> Callable[[], None]:
+    ms = [np.zeros_like(p) for p in params]
+    vs = [np.zeros_like(p) for p in params]
+    state = {"t": 0}
+    b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+
+    def step():
+        state["t"] += 1
+        t = state["t"]
+        for p, g, m, v in zip(params, grads, ms, vs):
+            m[...] = b1 * m + (1 - b1) * g
+            v[...] = b2 * v + (1 - b2) * g ** 2
+            mhat = m / (1 - b1 ** t)
+            vhat = v / (1 - b2 ** t)
+            p -= lr * mhat / (np.sqrt(vhat) + eps)
+
+    return step
+
+
+def _torch_fns(name: str, shapes: list[int], dtype: np.dtype) -> dict[str, Callable[[], None]]:
+    try:
+        import torch
+    except ImportError:
+        return {}
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    out = {}
+    cls = getattr(torch.optim, TORCH_NAMES[name])
+    for label, kw in (("torch foreach=False", {"foreach": False}), ("torch foreach=True", {"foreach": True}),
+                      ("torch fused", {"fused": True})):
+        ps = [torch.zeros(n, dtype=tdt, requires_grad=True) for n in shapes]
+        for p in ps:
+            p.grad = torch.randn(p.numel(), dtype=tdt)
+        try:
+            opt = cls(ps, **CONFIGS.get(name, {}), **kw)
+            opt.step()
+        except (RuntimeError, TypeError, ValueError):
+            continue  # e.g. no fused implementation of this optimizer on this device
+        out[label] = opt.step
+    return out
+
+
+def run(optimizers: list[str], sizes: list[str], dtypes: list[str], repeat: int, torch: bool = True,
+        numpy_ref: bool = True, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure and return the results (also printed row by row through ``progress``)."""
+    if not _kernels.available():
+        raise RuntimeError("adamkit bench needs Numba (and ADAMKIT_NO_NUMBA unset)")
+    rows = []
+    rng = np.random.default_rng(0)
+    for dtype_name in dtypes:
+        dtype = np.dtype(dtype_name)
+        for size in sizes:
+            shapes = SIZES[size]
+            n = sum(shapes)
+            grads = [rng.standard_normal(k).astype(dtype) for k in shapes]
+            for name in optimizers:
+                cls = OPTIMIZERS[name]
+                times: dict[str, float] = {}
+                for label, policy in (("adamkit", "raise"), ("adamkit unchecked", "ignore")):
+                    params = [np.zeros(k, dtype) for k in shapes]
+                    opt = cls(params, **CONFIGS.get(name, {}), nonfinite=policy)
+                    times[label] = _median_ms(lambda: opt.step(grads), repeat)
+                reads, writes = _traffic_arrays(opt)
+                times["limit"] = _median_ms(_limit_fn(n, reads, writes, dtype), repeat)
+                if numpy_ref and n <= 1_000_000:
+                    os.environ["ADAMKIT_NO_NUMBA"] = "1"
+                    try:
+                        params = [np.zeros(k, dtype) for k in shapes]
+                        ref = cls(params, **CONFIGS.get(name, {}), nonfinite="ignore")
+                    finally:
+                        del os.environ["ADAMKIT_NO_NUMBA"]
+                    times["numpy reference rule"] = _median_ms(lambda: ref.step(grads), repeat)
+                    if name == "adam":
+                        times["numpy textbook"] = _median_ms(
+                            _textbook_adam([np.zeros(k, dtype) for k in shapes], grads), repeat)
+                if torch:
+                    for label, fn in _torch_fns(name, shapes, dtype).items():
+                        times[label] = _median_ms(fn, repeat)
+                nbytes = (reads + writes) * n * dtype.itemsize
+                row = {"optimizer": name, "size": size, "elements": n, "arrays": len(shapes), "dtype": dtype_name,
+                       "bytes_per_step": nbytes, "ms": times,
+                       "gb_per_s": {k: nbytes / (v * 1e-3) / 1e9 for k, v in times.items()}}
+                rows.append(row)
+                progress(format_row(row))
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "repeat": repeat,
+        "rows": rows,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "numpy": np.__version__}
+    try:
+        import numba
+
+        info["numba"] = numba.__version__
+        info["numba_threads"] = numba.get_num_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            info["cpu"] = names[0]
+    except OSError:  # pragma: no cover
+        pass
+    return info
+
+
+def format_row(row: dict[str, Any]) -> str:
+    t = row["ms"]
+    lim = t["limit"]
+    fused = t.get("torch fused")
+    parts = [f"{row['optimizer']:8s} {row['size']:>9s} {row['dtype']:8s}",
+             f"adamkit {t['adamkit']:9.4f} ms ({t['adamkit'] / lim:5.2f}x limit",
+             f"{t['adamkit'] / fused:5.2f}x torch fused)" if fused else "no torch fused)",
+             f"unchecked {t['adamkit unchecked']:9.4f} ms ({t['adamkit unchecked'] / lim:5.2f}x limit"
+             + (f", {t['adamkit unchecked'] / fused:5.2f}x torch fused)" if fused else ")"),
+             f"limit {lim:9.4f} ms {row['gb_per_s']['limit']:6.1f} GB/s"]
+    return "  ".join(parts)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if r["arrays"] == 1]
+    names = sorted({r["optimizer"] for r in rows})
+    dtypes = sorted({r["dtype"] for r in rows})
+    fig, axes = plt.subplots(len(dtypes), 1, figsize=(9, 4 * len(dtypes)), squeeze=False)
+    for ax, dt in zip(axes[:, 0], dtypes):
+        for name in names:
+            sel = sorted((r for r in rows if r["optimizer"] == name and r["dtype"] == dt), key=lambda r: r["elements"])
+            if sel:
+                ax.plot([r["elements"] for r in sel], [r["ms"]["adamkit"] / r["ms"]["limit"] for r in sel],
+                        marker="o", label=name)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("elements (one array)")
+        ax.set_ylabel("step time / limit kernel")
+        ax.set_title(f"adamkit step (checked) relative to its memory-traffic limit, {dt}")
+        ax.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adamkit bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), metavar="NAME",
+                        help=f"optimizers to time (default: all of {', '.join(OPTIMIZERS)})")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), metavar="SIZE",
+                        help=f"problem sizes (default: all of {', '.join(SIZES)})")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], metavar="DTYPE",
+                        help="float32 and/or float64 (default: both)")
+    parser.add_argument("--repeat", type=int, default=7, help="timings per figure; the median is reported (>= 5)")
+    parser.add_argument("--no-torch", action="store_true", help="skip torch.optim even when installed")
+    parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy formulas (they are slow)")
+    parser.add_argument("--out", default="benchmarks/results", help="directory for bench.json and bench.png")
+    args = parser.parse_args(argv)
+    for value, valid, what in ((args.optimizers, OPTIMIZERS, "--optimizers"), (args.sizes, SIZES, "--sizes"),
+                               (args.dtypes, ("float32", "float64"), "--dtypes")):
+        bad = [v for v in value if v not in valid]
+        if bad:
+            parser.error(f"{what}: unknown {bad}; valid choices: {', '.join(valid)}")
+    if args.repeat < 5:
+        parser.error(f"--repeat {args.repeat}: expected at least 5")
+    if not _kernels.available():
+        parser.error("adamkit bench needs Numba (is ADAMKIT_NO_NUMBA set?)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = run(args.optimizers, args.sizes, args.dtypes, args.repeat, torch=not args.no_torch,
+                  numpy_ref=not args.no_numpy)
+    (out / "bench.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "bench.png")
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
