@@ -56,24 +56,26 @@ if _numba_error is None:
 
     # ---- the non-finite check: one read of every gradient, before anything is written ------------
 
-    @njit(parallel=True, **_jit)
-    def first_nonfinite(g, par):
-        """Index of the first NaN or infinity in the flat array ``g``, or -1."""
+    @njit(**_jit)
+    def first_nonfinite(g):
+        """Index of the first NaN or infinity in the flat array ``g``, or -1 (on the calling thread)."""
         n = g.size
-        nchunks = (n + CHUNK - 1) // CHUNK
-        bad = np.zeros(max(nchunks, 1), np.int64)
-        if par:
-            for k in prange(nchunks):
-                bad[k] = _count_nonfinite(g[k * CHUNK:min(n, (k + 1) * CHUNK)])
-        else:
-            for k in range(nchunks):
-                bad[k] = _count_nonfinite(g[k * CHUNK:min(n, (k + 1) * CHUNK)])
-        for k in range(nchunks):
-            if bad[k]:
-                for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            if _count_nonfinite(g[lo:hi]):
+                for i in range(lo, hi):
                     if not np.isfinite(g[i]):
                         return i
         return -1
+
+    @njit(parallel=True, **_jit)
+    def count_nonfinite(g):
+        """How many NaNs and infinities ``g`` holds, counted by all threads."""
+        n = g.size
+        total = 0
+        for k in prange((n + CHUNK - 1) // CHUNK):
+            total += _count_nonfinite(g[k * CHUNK:min(n, (k + 1) * CHUNK)])
+        return total
 
     @njit(**_inline)
     def _count_nonfinite(x):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 import numbers
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -103,7 +104,8 @@ class _Bucket:
         self.views: list[dict[str, np.ndarray]] = [{} for _ in params]
         self.fused = fused
         if fused:
-            self.kparams = _kernels.typed_list(params)
+            # one leaf: a (1, n) view, which the kernels index like the typed list of several leaves
+            self.kparams = params[0].reshape(1, -1) if len(params) == 1 else _kernels.typed_list(params)
             self.items = _kernels.work_items(self.sizes)
             self.parallel = self.size >= _kernels.PARALLEL_MIN
             self.gbuf = np.empty(self.size, dtype) if len(params) > 1 else None
@@ -126,7 +128,9 @@ class _Bucket:
     def first_nonfinite(self, grads: Any) -> str | None:
         """The name of the first leaf whose gradient has a NaN or an infinity, or None."""
         if self.fused:
-            i = _kernels.first_nonfinite(grads, self.parallel)
+            if self.parallel and not _kernels.count_nonfinite(grads):
+                return None
+            i = _kernels.first_nonfinite(grads)
             return None if i < 0 else self.names[int(np.searchsorted(self.offsets, i, side="right")) - 1]
         for name, x in zip(self.names, grads):
             with np.errstate(over="ignore", invalid="ignore"):
@@ -178,6 +182,7 @@ class Optimizer:
         sig = inspect.signature(cls.__init__)
         cls.defaults = {n: p.default for n, p in sig.parameters.items()
                         if n not in ("self", "params", "nonfinite")}
+        cls._get_hyperparameters = staticmethod(operator.itemgetter(*cls.defaults))
         if "fused_kernel" not in cls.__dict__:
             cls.fused_kernel = None
 
@@ -263,20 +268,33 @@ class Optimizer:
     def _hyperparameters(self, g: _Group) -> dict[str, Any]:
         """The group's validated hyperparameters, re-checked only when the user changed them."""
         spec = g.spec
-        seen = tuple(spec.get(k) for k in self.defaults)
-        if seen != g._seen:
+        try:
+            seen = self._get_hyperparameters(spec)
+        except KeyError:
+            seen = None
+        if seen != g._seen or seen is None:
+            missing = sorted(set(self.defaults) - set(spec))
+            if missing:
+                raise ValueError(f"param group: hyperparameter(s) {missing} were removed; "
+                                 f"{type(self).__name__} needs {', '.join(self.defaults)}")
             unknown = sorted(set(spec) - set(self.defaults) - {"params"})
             if unknown:
                 raise ValueError(f"param group: unknown hyperparameter(s) {unknown}; "
                                  f"{type(self).__name__} accepts {', '.join(self.defaults)}")
             g._hp = self.validate({**{k: spec[k] for k in self.defaults}, **self.fixed})
             g._seen = seen
+            if g.scalars:  # after construction: a changed configuration may need a new slot (amsgrad=True)
+                self._ensure_slots(g, g._hp)
         return g._hp
 
     # ---- the step ---------------------------------------------------------------------------------
 
     def step(self, grads: Any) -> None:
-        """Apply one update to every parameter, in place, from ``grads`` (mirroring ``params``)."""
+        """Apply one update to every parameter, in place, from ``grads`` (mirroring ``params``).
+
+        Everything is checked (structure, shapes, kinds, hyperparameters and, unless
+        ``nonfinite="ignore"``, finiteness) before anything is written.
+        """
         groups = self._groups
         if self._grouped:
             if not isinstance(grads, (list, tuple)) or len(grads) != len(groups):
@@ -290,37 +308,45 @@ class Optimizer:
         plans = []
         for g, gg in zip(groups, per_group):
             hp = self._hyperparameters(g)
-            gl = [gg] if g.treedef.kind == "leaf" else g.treedef.flatten_like(gg, "grads")
+            gl = g.treedef.flatten_like(gg, "grads")
             for i, (p, x) in enumerate(zip(g.leaves, gl)):
                 if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
                     gl[i] = _coerce_grad(g.names[i], p, x)
-            lr = _resolve_lr(hp["lr"], count)
-            work = [(b, b.gather(gl if len(g.buckets) == 1 else [gl[i] for i in b.index])) for b in g.buckets]
-            plans.append((g, hp if lr is hp["lr"] else {**hp, "lr": lr}, work))
+            lr = hp["lr"]
+            if callable(lr):
+                hp = {**hp, "lr": _resolve_lr(lr, count)}
+            if len(g.buckets) == 1:
+                b = g.buckets[0]
+                work = ((b, b.gather(gl)),)
+            else:
+                work = tuple((b, b.gather([gl[i] for i in b.index])) for b in g.buckets)
+            plans.append((g, hp, work))
 
         if self.nonfinite != "ignore":
-            bad = next((name for _, _, work in plans for b, x in work
-                        for name in (b.first_nonfinite(x),) if name is not None), None)
-            if bad is not None:
-                if self.nonfinite == "skip":
-                    self.skipped_steps += 1
-                    return
-                raise FloatingPointError(
-                    f"non-finite gradient for parameter {bad!r} at step {count + 1}; nothing was changed "
-                    f"(pass nonfinite='skip' to skip such steps)"
-                )
+            for _, _, work in plans:
+                for b, x in work:
+                    bad = b.first_nonfinite(x)
+                    if bad is None:
+                        continue
+                    if self.nonfinite == "skip":
+                        self.skipped_steps += 1
+                        return
+                    raise FloatingPointError(
+                        f"non-finite gradient for parameter {bad!r} at step {count + 1}; nothing was changed "
+                        f"(pass nonfinite='skip' to skip such steps)")
 
+        kernel = self.fused_kernel
         for g, hp, work in plans:
-            self._ensure_slots(g, hp)
             t = g.scalars["step"] + 1
             c = self.constants(hp, t, g.scalars)
             c.update(hp)
             for b, x in work:
                 if b.fused:
-                    _kernels.run(self.fused_kernel, b.kparams, b.items, b.parallel, x, b.flat, c, b.dtype)
+                    _kernels.run(kernel, b.kparams, b.items, b.parallel, x, b.flat, c, b.dtype)
                 else:
                     self._update_bucket(b, x, c)
-            g.scalars.update(c.pop("next_scalars", {}))
+            if "next_scalars" in c:
+                g.scalars.update(c["next_scalars"])
             g.scalars["step"] = t
         self.step_count = count + 1
 

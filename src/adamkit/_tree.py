@@ -25,6 +25,10 @@ class TreeDef:
     keys: tuple = ()  # dict keys, in insertion order
     children: tuple = ()  # TreeDefs of the children
 
+    def __post_init__(self) -> None:
+        # A dict or list whose entries are all arrays (the common case) is walked without recursion.
+        object.__setattr__(self, "flat", self.kind != "leaf" and all(c.kind == "leaf" for c in self.children))
+
     @property
     def num_leaves(self) -> int:
         if self.kind == "leaf":
@@ -50,6 +54,17 @@ class TreeDef:
 
         Raises ``ValueError`` naming ``what`` and the position when the structures differ.
         """
+        if self.kind == "leaf" and not isinstance(tree, (dict, list, tuple)):
+            return [tree]
+        if self.flat:
+            if self.kind == "dict":
+                if type(tree) is dict and len(tree) == len(self.keys):
+                    try:
+                        return list(map(tree.__getitem__, self.keys))
+                    except KeyError:
+                        pass
+            elif isinstance(tree, (list, tuple)) and len(tree) == len(self.children):
+                return list(tree)
         out: list = []
         self._walk(tree, "", out, what)
         return out
