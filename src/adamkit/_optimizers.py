@@ -44,6 +44,8 @@ def _signed_decayed(p: np.ndarray, g: np.ndarray, c: dict[str, Any]) -> np.ndarr
     wd = c["weight_decay"]
     if wd != 0:
         if c.get("decoupled_weight_decay", False):
+            if np.may_share_memory(g, p):
+                g = g.copy()  # the gradient may be the parameter itself (f = |p|^2/2): read it before decaying p
             p *= 1.0 - c["lr"] * wd
         else:
             g = g + wd * p
