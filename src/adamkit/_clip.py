@@ -1,0 +1,68 @@
+"""Gradient clipping by global norm over a structure of arrays (as ``torch.nn.utils.clip_grad_norm_``).
+
+The global norm is the 2-norm of all entries of all leaves together, computed in float64 without
+overflow. Clipping multiplies every leaf by ``max_norm / (norm + 1e-6)`` when that factor is below 1
+(torch's formula, including its 1e-6); otherwise the gradients are returned unchanged. A non-finite norm
+leaves the gradients unchanged (scaling would turn an infinity into NaN); the optimizer's ``nonfinite``
+policy then decides what happens.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import _tree
+
+__all__ = ["global_norm", "clip_by_global_norm"]
+
+
+def _sum_squares(x: np.ndarray) -> float:
+    x = np.asarray(x)
+    if x.size == 0:
+        return 0.0
+    flat = x.reshape(-1).astype(np.float64, copy=False)
+    s = float(np.dot(flat, flat))
+    if math.isinf(s) and np.isfinite(flat).all():
+        # a finite vector whose squares overflow float64: scale by the largest magnitude first
+        m = float(np.max(np.abs(flat)))
+        return math.inf if m == 0 else m * m * float(np.dot(flat / m, flat / m))
+    return s
+
+
+def global_norm(tree: Any) -> float:
+    """The 2-norm of all entries of all arrays in ``tree`` (an array, or nested dicts/lists/tuples)."""
+    leaves, _, _ = _tree.flatten(tree)
+    total = sum(_sum_squares(x) for x in leaves)
+    return math.sqrt(total)
+
+
+def clip_by_global_norm(tree: Any, max_norm: float) -> tuple[Any, float]:
+    """Return ``(clipped, norm)``: ``tree`` scaled so its global norm is at most ``max_norm``.
+
+    ``norm`` is the global norm before clipping. Leaves are new arrays when scaled; when no scaling is
+    needed (or the norm is not finite) the original structure is returned as is.
+
+    Example::
+
+        >>> import numpy as np, adamkit as ak
+        >>> g, n = ak.clip_by_global_norm({"w": np.array([3.0, 0.0]), "b": np.array([4.0])}, 1.0)
+        >>> round(n, 6), np.round(g["w"], 6).tolist(), np.round(g["b"], 6).tolist()
+        (5.0, [0.6, 0.0], [0.8])
+    """
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) \
+            or not (0 < float(max_norm) < math.inf):
+        raise ValueError(f"max_norm={max_norm!r}: expected a finite number > 0")
+    norm = global_norm(tree)
+    coef = float(max_norm) / (norm + 1e-6)
+    if not math.isfinite(norm) or coef >= 1.0:
+        return tree, norm
+    leaves, _, treedef = _tree.flatten(tree)
+    scaled = []
+    for x in leaves:
+        a = np.asarray(x)
+        scaled.append(a * a.dtype.type(coef) if a.dtype.kind == "f" else a * coef)
+    return treedef.unflatten(scaled), norm
