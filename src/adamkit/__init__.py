@@ -25,3 +25,13 @@ __all__ = [
     "optimizer_class",
     "schedules",
 ]
+
+
+def __getattr__(name: str):
+    # adamkit.distributed and adamkit.DistributedOptimizer load on first use: `import adamkit` never needs mpi4py
+    if name in ("distributed", "DistributedOptimizer"):
+        import importlib
+
+        module = importlib.import_module(".distributed", __name__)
+        return module if name == "distributed" else module.DistributedOptimizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,348 @@
+"""adamkit.distributed: data-parallel and sharded (ZeRO-1) optimizers over MPI.
+
+The multi-rank tests run ``tests/distributed_worker.py`` under ``mpiexec -n 2`` and ``-n 3`` as
+subprocesses and compare with the single-process reference computed here from the same definitions.
+They are skipped when mpi4py or mpiexec is missing, unless ``ADAMKIT_REQUIRE_MPI=1`` (set in CI),
+which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import adamkit as ak
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import distributed_worker as W  # noqa: E402
+
+RTOL = ATOL = 1e-12
+TIMEOUT = 120  # seconds for one mpiexec run (a hang fails the test instead of stalling CI)
+
+
+def _require(what: str) -> None:
+    if os.environ.get("ADAMKIT_REQUIRE_MPI", "") not in ("", "0"):
+        pytest.fail(f"{what}, and ADAMKIT_REQUIRE_MPI is set: install with pip install '.[mpi]'")
+    pytest.skip(what)
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        _require("mpi4py is not installed")
+    return MPI
+
+
+def _mpiexec() -> list[str]:
+    """mpiexec of the MPI that mpi4py uses: the one installed next to this Python first."""
+    _mpi()
+    cand = Path(sys.executable).parent / "mpiexec"
+    exe = str(cand) if cand.exists() else shutil.which("mpiexec")
+    if exe is None:
+        _require("mpiexec is not on the PATH")
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    # MPICH runs more ranks than cores as is; Open MPI needs to be told (and to be allowed as root)
+    return [exe, "--oversubscribe", "--allow-run-as-root"] if "Open MPI" in version else [exe]
+
+
+def run_mpi(n: int, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"  # ranks share 2 cores: no BLAS threads on top
+    cmd = [*_mpiexec(), "-n", str(n), sys.executable, str(HERE / "distributed_worker.py"), *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT} s (a hang?)\n{exc.stdout}\n{exc.stderr}")
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def assert_params_close(got: dict, want: dict, what: str) -> None:
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL, err_msg=f"{what}: leaf {k!r}")
+
+
+@pytest.fixture(scope="module")
+def references():
+    return {name: W.reference(name, W.STEPS) for name in W.CONFIGS}
+
+
+# --------------------------------------------------------------------------------------------------
+# Without MPI
+
+
+def test_import_adamkit_does_not_import_mpi4py():
+    code = ("import sys, adamkit, adamkit.distributed; "
+            "cls = adamkit.DistributedOptimizer; "
+            "assert cls is adamkit.distributed.DistributedOptimizer; "
+            "print('mpi4py' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_missing_mpi4py_says_how_to_install(monkeypatch):
+    import adamkit.distributed as dist
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # makes `import mpi4py` fail
+    with pytest.raises(ImportError, match=r"pip install 'adamkit\[mpi\]'"):
+        dist.mpi()
+    with pytest.raises(ImportError, match=r"pip install 'adamkit\[mpi\]'"):
+        dist.DistributedOptimizer(ak.Adam(np.zeros(3)))
+
+
+def test_split_evenly():
+    from adamkit.distributed import split_evenly
+    assert split_evenly(10, 3) == ([4, 3, 3], [0, 4, 7])
+    assert split_evenly(2, 3) == ([1, 1, 0], [0, 1, 2])
+    assert split_evenly(0, 2) == ([0, 0], [0, 0])
+
+
+# --------------------------------------------------------------------------------------------------
+# One rank, in this process (also compiles the kernels the MPI runs will load from Numba's cache)
+
+
+@pytest.fixture(scope="module")
+def single_rank(tmp_path_factory):
+    MPI = _mpi()
+    out = tmp_path_factory.mktemp("p1")
+    W.scenario_dataparallel(MPI.COMM_WORLD, out)
+    return out
+
+
+def test_one_rank_is_the_plain_optimizer_bit_for_bit(single_rank, references):
+    res = np.load(single_rank / "params.npz")
+    info = json.loads((single_rank / "info.json").read_text())
+    for name, (want, _, losses) in references.items():
+        for mode in ("replicated", "sharded"):
+            key = f"{name}/{mode}"
+            for k, v in want.items():
+                assert np.array_equal(res[f"{key}/{k}"], v), f"{key}: leaf {k!r}"
+            assert info[key]["losses"] == pytest.approx(losses, rel=1e-15, abs=0)
+            assert info[key]["step_count"] == W.STEPS
+
+
+def _dist(params=None, **kw):
+    MPI = _mpi()
+    from adamkit.distributed import DistributedOptimizer
+    params = W.initial_params(0) if params is None else params
+    return DistributedOptimizer(ak.Adam(params, lr=0.1), MPI.COMM_WORLD, **kw), params
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"optimizer": "adam"}, TypeError, r"optimizer='adam': expected an adamkit optimizer"),
+    ({"comm": 3}, TypeError, r"comm=3: expected an mpi4py intracommunicator"),
+    ({"shard_state": "yes"}, TypeError, r"shard_state='yes': expected True or False"),
+])
+def test_constructor_rejects_bad_arguments(kwargs, exc, match):
+    _mpi()
+    from adamkit.distributed import DistributedOptimizer
+    args = {"optimizer": ak.Adam(np.zeros(3)), **kwargs}
+    with pytest.raises(exc, match=match):
+        DistributedOptimizer(**args)
+
+
+@pytest.mark.parametrize("shard", [False, True])
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda d, g: d.step(g, weight=-1), ValueError, r"weight=-1: expected a finite number >= 0"),
+    (lambda d, g: d.step(g, weight=float("nan")), ValueError, r"weight=nan: expected a finite number >= 0"),
+    (lambda d, g: d.step(g, weight=True), ValueError, r"weight=True: expected a finite number >= 0"),
+    (lambda d, g: d.step(g, loss="x"), TypeError, r"loss='x': expected a real number"),
+    (lambda d, g: d.step({**g, "W": np.zeros((2, 2))}), ValueError,
+     r"gradient for parameter 'W': expected shape \(7, 3\), got shape \(2, 2\)"),
+    (lambda d, g: d.step({**g, "b": np.zeros(3, dtype=int)}), TypeError,
+     r"gradient for parameter 'b': expected a real floating-point array, got dtype int"),
+    (lambda d, g: d.step([g]), ValueError, r"local_grads: expected a dict with keys"),
+    (lambda d, g: d.step(g, weight=0), ValueError, r"weights of all 1 ranks sum to 0"),
+    (lambda d, g: d.learning_rate(5), IndexError, r"group=5: expected 0 <= group < 1"),
+    (lambda d, g: d.save("ckpt.txt"), ValueError, r"path='ckpt.txt': expected a file name ending in '.npz'"),
+    (lambda d, g: d.load("/nonexistent/ckpt.npz"), FileNotFoundError, r"no such checkpoint file"),
+])
+def test_bad_input_is_a_clear_error_and_changes_nothing(shard, call, exc, match):
+    d, p = _dist(shard_state=shard)
+    before = W.copy_params(p)
+    g = {k: np.ones_like(v) for k, v in p.items()}
+    with pytest.raises(exc, match=match):
+        call(d, g)
+    assert all(np.array_equal(p[k], before[k]) for k in p)
+    assert d.step_count == 0
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_load_state_dict_checks_against_the_parameters(shard):
+    d, p = _dist(shard_state=shard)
+    d.step({k: np.ones_like(v) for k, v in p.items()})
+    sd = d.state_dict()
+    bad_shape = {**sd, "state": {**sd["state"], "b": {"exp_avg": np.zeros(4), "exp_avg_sq": np.zeros(4)}}}
+    missing_slot = {**sd, "state": {**sd["state"], "b": {"exp_avg": np.zeros(3)}}}
+    cases = [
+        ({**sd, "optimizer": "SGD"}, r"state_dict is for optimizer 'SGD'; this optimizer is 'Adam'"),
+        ({**sd, "param_groups": [{**sd["param_groups"][0], "names": ["W"]}]}, r"state_dict group 0 has parameters"),
+        (bad_shape, r"state_dict state 'b'/'exp_avg': expected shape \(3,\) and dtype float64, got shape \(4,\)"),
+        (missing_slot, r"has slots \['exp_avg'\]; the other parameters of group 0 have"),
+        ({**sd, "param_groups": [{**sd["param_groups"][0], "eps": -1.0}]}, r"eps=-1.0: expected"),
+        ({**sd, "step_count": -2}, r"state_dict\['step_count'\]=-2: expected an integer >= 0"),
+    ]
+    state_before = d.state_dict()
+    for bad, match in cases:
+        with pytest.raises(ValueError, match=match):
+            d.load_state_dict(bad)
+    after = d.state_dict()
+    assert after["step_count"] == state_before["step_count"] == 1
+    for n, slots in state_before["state"].items():
+        for s, v in slots.items():
+            assert np.array_equal(after["state"][n][s], v)
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_state_dict_roundtrip_and_file_format(tmp_path, shard):
+    """The distributed file is the plain optimizer's file: each loads the other's."""
+    d, p = _dist(shard_state=shard)
+    ref_p = W.initial_params(0)
+    ref = ak.Adam(ref_p, lr=0.1)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        g = {k: rng.normal(size=v.shape) for k, v in p.items()}
+        d.step(g)
+        ref.step(g)
+    d.save(tmp_path / "d.npz")
+    plain = ak.Adam(W.initial_params(0), lr=0.1)
+    plain.load(tmp_path / "d.npz")
+    a, b = plain.state_dict(), ref.state_dict()
+    assert a["step_count"] == b["step_count"] == 3 and a["group_state"] == b["group_state"]
+    for n in b["state"]:
+        for s in b["state"][n]:
+            assert np.array_equal(a["state"][n][s], b["state"][n][s])
+    ref.save(tmp_path / "ref.npz")
+    d2, _ = _dist(shard_state=not shard)
+    d2.load(tmp_path / "ref.npz")
+    c = d2.state_dict()
+    for n in b["state"]:
+        for s in b["state"][n]:
+            assert np.array_equal(c["state"][n][s], b["state"][n][s])
+
+
+def test_sharded_state_and_hyperparameter_changes(tmp_path):
+    """A changed lr in param_groups reaches the shard; reset_state forgets the moments; the template's
+    own state is released."""
+    d, p = _dist(shard_state=True)
+    assert all(not s for s in d.optimizer.state.values())  # moved into the shard
+    ref_p = W.initial_params(0)
+    ref = ak.Adam(ref_p, lr=0.1)
+    g = {k: np.full(v.shape, 0.5) for k, v in p.items()}
+    for opt in (d, ref):
+        opt.step(g)
+        opt.param_groups[0]["lr"] = 0.01
+        opt.step(g)
+        opt.reset_state()
+        opt.step(g)
+    for k in p:
+        assert np.array_equal(p[k], ref_p[k]), k
+    assert d.learning_rate() == 0.01 and d.step_count == ref.step_count == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# Several ranks, under mpiexec
+
+
+@pytest.mark.parametrize("nranks", [2, 3])
+def test_data_parallel_equals_one_process_on_the_global_batch(nranks, tmp_path, references, single_rank):
+    run_mpi(nranks, "dataparallel", str(tmp_path))
+    res = np.load(tmp_path / "params.npz")
+    info = json.loads((tmp_path / "info.json").read_text())
+    for name, (want, opt, losses) in references.items():
+        per_rank = opt.state_dict()
+        full_state = sum(a.nbytes for s in per_rank["state"].values() for a in s.values())
+        for mode in ("replicated", "sharded"):
+            key = f"{name}/{mode}"
+            got = {k: res[f"{key}/{k}"] for k in want}
+            assert_params_close(got, want, f"{key} on {nranks} ranks")
+            np.testing.assert_allclose(info[key]["losses"], losses, rtol=RTOL, atol=ATOL)
+            assert info[key]["synced_at_start"] and info[key]["synchronized"], key
+            assert info[key]["step_count"] == W.STEPS
+            nbytes = info[key]["state_nbytes"]
+            if mode == "replicated":
+                assert nbytes == [full_state] * nranks
+                assert info[key]["collectives_per_step"] == 1
+            else:  # each rank holds its 1/P share of the state, and together all of it
+                n = sum(v.size for v in want.values())
+                per_element = full_state // n  # bytes of state per parameter (slots x 8)
+                assert sum(nbytes) == full_state
+                assert max(nbytes) == math.ceil(n / nranks) * per_element
+                assert info[key]["collectives_per_step"] == 2
+        for k in want:  # sharded equals unsharded
+            np.testing.assert_allclose(res[f"{name}/sharded/{k}"], res[f"{name}/replicated/{k}"],
+                                       rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("save_on, save_mode, resume_on, resume_mode", [
+    (3, "sharded", 2, "replicated"),
+    (2, "replicated", 3, "sharded"),
+])
+def test_resume_on_a_different_number_of_ranks(save_on, save_mode, resume_on, resume_mode, tmp_path, references,
+                                               single_rank):
+    k = 5
+    run_mpi(save_on, "save", str(tmp_path), save_mode, str(k))
+    # the file holds the whole state: a single-process optimizer loads it and matches the reference
+    for name in W.CONFIGS:
+        _, ref_opt, _ = W.reference(name, k)
+        plain = W.build(name, W.initial_params(0))
+        plain.load(tmp_path / f"opt_{name}.npz")
+        a, b = plain.state_dict(), ref_opt.state_dict()
+        assert a["step_count"] == b["step_count"] == k
+        assert a["group_state"] == pytest.approx(b["group_state"], rel=RTOL)
+        for n in b["state"]:
+            for s in b["state"][n]:
+                np.testing.assert_allclose(a["state"][n][s], b["state"][n][s], rtol=RTOL, atol=ATOL,
+                                           err_msg=f"{name}: {n}/{s}")
+    run_mpi(resume_on, "resume", str(tmp_path), resume_mode, str(k), str(W.STEPS))
+    res = np.load(tmp_path / "resumed.npz")
+    for name, (want, _, _) in references.items():
+        got = {key: res[f"{name}/{key}"] for key in want}
+        assert_params_close(got, want, f"{name}: {save_on} {save_mode} ranks -> {resume_on} {resume_mode}")
+        assert int(res[f"{name}/#step_count"]) == W.STEPS
+
+
+def test_errors_are_raised_on_every_rank_without_hanging(tmp_path, single_rank):
+    n = 3
+    run_mpi(n, "errors", str(tmp_path))
+    reports = [json.loads((tmp_path / f"errors_rank{r}.json").read_text()) for r in range(n)]
+    expected = {
+        "shape": "ValueError: DistributedOptimizer: the ranks' optimizers disagree: parameter 'W' has shape (7, 3) "
+                 "on rank 0 and (7, 4) on rank 2",
+        "lr": "ValueError: DistributedOptimizer: the ranks' optimizers disagree: hyperparameter 'lr' of group 0 "
+              "is 0.02 on rank 0 and 0.01 on rank 2",
+        "names": "ValueError: DistributedOptimizer: the ranks' optimizers disagree: parameter names differ in "
+                 "group 0: only on rank 2: ['extra']",
+        "dtype": "ValueError: DistributedOptimizer: the ranks' optimizers disagree: parameter 'b' has dtype "
+                 "float64 on rank 0 and float32 on rank 2",
+        "class": "ValueError: DistributedOptimizer: the ranks' optimizers disagree: optimizer class is "
+                 "'adamkit._optimizers.Adam' on rank 0 and 'adamkit._optimizers.AdamW' on rank 2",
+        "shard": "ValueError: DistributedOptimizer: the ranks' optimizers disagree: shard_state is False on "
+                 "rank 0 and True on rank 2",
+        "nonfinite": "FloatingPointError: non-finite gradient on 1 of 3 ranks at step 1",
+        "skip": "skipped_steps=1 step_count=0 unchanged=True",
+        "weight": "ValueError: weight: the weights of all 3 ranks sum to 0.0",
+    }
+    for r, rep in enumerate(reports):
+        for label, start in expected.items():
+            assert rep[label].startswith(start), (r, label, rep[label])
+    assert "on rank 2 in parameter 'b'" in reports[2]["nonfinite"]
+
+
+def test_an_exception_on_one_rank_aborts_the_job_with_its_message(tmp_path, single_rank):
+    proc = run_mpi(3, "abort", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "RuntimeError: boom: rank 1 could not compute its gradient" in proc.stderr
+    assert "uncaught RuntimeError on rank 1 of 3; aborting the MPI job" in proc.stderr
+    assert "was not aborted" not in proc.stdout
