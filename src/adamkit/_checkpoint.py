@@ -54,7 +54,8 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as exc:
+        # (zipfile raises NotImplementedError for a corrupted version or compression field)
         raise ValueError(f"checkpoint {str(path)!r} is truncated or corrupted and was not loaded ({exc})") from None
     raw = arrays.pop(_META_KEY, None)
     if raw is None:
