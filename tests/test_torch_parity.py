@@ -180,6 +180,27 @@ def torch():
     return pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True)
+def _torch_default_dtype(request):
+    """Run each live test under torch's default dtype = the parameters' dtype.
+
+    torch keeps scalar state (NAdam's running product mu_1...mu_t) as a tensor of its default dtype,
+    float32 unless changed, even for float64 parameters; adamkit keeps such scalars in float64
+    (CONVENTIONS.md), which torch matches only under a float64 default (2.8e-10 apart otherwise).
+    """
+    dtype = getattr(request.node, "callspec", None) and request.node.callspec.params.get("dtype")
+    torch = sys.modules.get("torch")
+    if torch is None or dtype is None:
+        yield
+        return
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 @pytest.fixture(scope="module")
 def inputs():
     return configs.make_init(), configs.make_grads()

@@ -358,7 +358,10 @@ class NAdam(Optimizer):
                       - \alpha\,\frac{\mu_{t+1}}{1-P_t\,\mu_{t+1}}\,\frac{m_t}{d_t}
 
     with ``lr`` = :math:`\alpha` (default 2e-3), ``momentum_decay`` = :math:`\psi` (4e-3). The product
-    :math:`P_t` is kept in the group state (float64). ``decoupled_weight_decay=True`` gives NAdamW.
+    :math:`P_t` is kept in the group state in float64. torch keeps it as a tensor of its default dtype
+    (float32 unless ``torch.set_default_dtype(torch.float64)``), so with float64 parameters the two agree
+    to 1e-12 only under a float64 default (about 3e-10 apart otherwise). ``decoupled_weight_decay=True``
+    gives NAdamW.
     """
 
     fused_kernel = "NAdam"

@@ -52,10 +52,22 @@ def run_torch(name: str, kwargs: dict, dtype: str, init: np.ndarray, grads: np.n
     """
     import torch
 
+    tdtype = getattr(torch, dtype)
+    # torch keeps scalar state (NAdam's running product mu_1...mu_t) as a tensor of its *default* dtype,
+    # float32 unless changed, even for float64 parameters; adamkit keeps such scalars in float64
+    # (CONVENTIONS.md). Run each dtype under that default, so torch's scalars are float64 for float64.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(tdtype)
+    try:
+        return _run(torch, name, kwargs, dtype, tdtype, init, grads, record)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _run(torch, name, kwargs, dtype, tdtype, init, grads, record):
     steps = grads.shape[0]
     record = range(1, steps + 1) if record is None else record
     want = set(record)
-    tdtype = getattr(torch, dtype)
     params = [torch.nn.Parameter(torch.tensor(a, dtype=tdtype)) for a in configs.split(init)]
     opt = torch_optimizer(torch, name, params, kwargs)
     # one tensor (steps, *shape) per parameter; row t-1 is a contiguous tensor of the parameter's shape
@@ -82,7 +94,7 @@ def main() -> None:
         "meta": np.array(json.dumps({
             "torch": torch.__version__, "numpy": np.__version__, "steps": configs.STEPS,
             "shapes": [list(s) for s in configs.SHAPES], "foreach": False,
-            "torch_default_dtype": str(torch.get_default_dtype()),
+            "torch_default_dtype": "the parameters' dtype (see run_torch)",
         })),
     }
     for cname, opt_name, kwargs in configs.CONFIGS:
