@@ -8,6 +8,9 @@
 from . import schedules
 from ._optimizer import Optimizer
 from ._optimizers import OPTIMIZERS, SGD, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, optimizer_class
+from ._clip import clip_by_global_norm, global_norm
+from ._minimize import as_scipy_method, minimize
+from ._fit import History, epoch_batches, fit
 
 __version__ = "0.1.0"
 
@@ -24,6 +27,13 @@ __all__ = [
     "OPTIMIZERS",
     "optimizer_class",
     "schedules",
+    "minimize",
+    "as_scipy_method",
+    "clip_by_global_norm",
+    "global_norm",
+    "fit",
+    "History",
+    "epoch_batches",
 ]
 
 

@@ -20,24 +20,30 @@ from . import _tree
 __all__ = ["global_norm", "clip_by_global_norm"]
 
 
-def _sum_squares(x: np.ndarray) -> float:
+def _norm(x: Any) -> float:
+    """The 2-norm of one array, in float64, rescaled when the squares would overflow."""
     x = np.asarray(x)
     if x.size == 0:
         return 0.0
     flat = x.reshape(-1).astype(np.float64, copy=False)
-    s = float(np.dot(flat, flat))
-    if math.isinf(s) and np.isfinite(flat).all():
-        # a finite vector whose squares overflow float64: scale by the largest magnitude first
-        m = float(np.max(np.abs(flat)))
-        return math.inf if m == 0 else m * m * float(np.dot(flat / m, flat / m))
-    return s
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = float(np.dot(flat, flat))
+    if math.isfinite(s):
+        return math.sqrt(s)
+    m = float(np.max(np.abs(flat)))
+    if not math.isfinite(m):
+        return m  # inf, or nan when some entry is nan
+    scaled = flat / m
+    return m * math.sqrt(float(np.dot(scaled, scaled)))
 
 
 def global_norm(tree: Any) -> float:
-    """The 2-norm of all entries of all arrays in ``tree`` (an array, or nested dicts/lists/tuples)."""
+    """The 2-norm of all entries of all arrays in ``tree`` (an array, or nested dicts/lists/tuples).
+
+    Computed as the norm of the per-array norms (as torch does), without overflow.
+    """
     leaves, _, _ = _tree.flatten(tree)
-    total = sum(_sum_squares(x) for x in leaves)
-    return math.sqrt(total)
+    return math.hypot(*(_norm(x) for x in leaves))
 
 
 def clip_by_global_norm(tree: Any, max_norm: float) -> tuple[Any, float]:
