@@ -93,11 +93,14 @@ def build(name: str, params: dict, **extra):
         return ak.Adagrad(P, lr=0.1, initial_accumulator_value=0.1, lr_decay=0.01, **extra)
     if name == "adamax":
         return ak.Adamax(P, lr=0.02, **extra)
+    if name == "adam_clip":  # reduce(), clip() by global norm, then step()
+        return ak.Adam(P, lr=0.05, **extra)
     raise ValueError(name)
 
 
 CONFIGS = ("adam", "adamw_amsgrad", "sgd_nesterov", "nadam_groups", "radam", "rmsprop_centered", "adagrad",
-           "adamax")
+           "adamax", "adam_clip")
+CLIP = 0.3  # max global norm of the "adam_clip" configuration (clips most steps)
 
 
 def grads_for(opt, grads: dict):
@@ -116,6 +119,8 @@ def reference(name: str, steps: int, start: int = 0, params=None, opt=None):
     losses = []
     for idx in batches(steps)[start:]:
         loss, g = loss_and_grad(params, X[idx], y[idx])
+        if name.endswith("_clip"):
+            g, _ = ak.clip_by_global_norm(g, CLIP)
         opt.step(grads_for(opt, g))
         losses.append(loss)
     return params, opt, losses
@@ -136,7 +141,12 @@ def _distributed_run(d, params, name, comm, start, steps, losses):
             loss, g = loss_and_grad(params, X[mine], y[mine])
         else:  # an empty local batch: weight 0, nothing is read
             loss, g = 0.0, {k: np.zeros_like(v) for k, v in params.items()}
-        losses.append(d.step(grads_for(d.optimizer, g), weight=len(mine), loss=loss))
+        if name.endswith("_clip"):
+            reduced = d.reduce(grads_for(d.optimizer, g), weight=len(mine), loss=loss)
+            reduced.clip(CLIP)
+            losses.append(d.step(reduced))
+        else:
+            losses.append(d.step(grads_for(d.optimizer, g), weight=len(mine), loss=loss))
 
 
 def scenario_dataparallel(comm, out: Path):

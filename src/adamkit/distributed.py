@@ -57,9 +57,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import _checkpoint, _tree
+from ._clip import global_norm
 from ._optimizer import Optimizer, state_dict_from_files
 
-__all__ = ["DistributedOptimizer", "install_excepthook", "abort_on_exception", "split_evenly", "mpi"]
+__all__ = ["DistributedOptimizer", "ReducedGradients", "install_excepthook", "abort_on_exception", "split_evenly", "mpi"]
 
 _EXTRA = 3  # trailing slots of each segment of the carrier buffer: weight, non-finite flag, weight * loss
 _ROOT = 0
@@ -255,6 +256,53 @@ def _check_loss(loss: Any) -> float | None:
 # --------------------------------------------------------------------------------------------------
 
 
+class ReducedGradients:
+    """The gradients averaged over the ranks by :meth:`DistributedOptimizer.reduce`, not yet applied.
+
+    ``loss`` is the weighted mean loss (None if no loss was given), ``weight`` the total weight,
+    ``nonfinite_ranks`` how many ranks had a NaN or infinity in their gradient (counted when the state is
+    sharded and the policy is not ``"ignore"``; else 0). :meth:`norm` and :meth:`clip` see the whole
+    averaged gradient; with sharded state each is one more (scalar) collective, so call them on every
+    rank. Pass the object to :meth:`DistributedOptimizer.step` to apply the update.
+    """
+
+    __slots__ = ("_owner", "_generation", "loss", "weight", "nonfinite_ranks", "_culprit", "_norm_value")
+
+    def __init__(self, owner: "DistributedOptimizer", generation: int, loss: float | None, weight: float,
+                 nonfinite_ranks: int, culprit: str | None):
+        self._owner, self._generation = owner, generation
+        self.loss, self.weight, self.nonfinite_ranks = loss, weight, nonfinite_ranks
+        self._culprit = culprit
+        self._norm_value: float | None = None
+
+    def _check(self) -> None:
+        if self._generation != self._owner._generation:
+            raise ValueError("these reduced gradients were already applied or replaced by a later reduce()")
+
+    def norm(self) -> float:
+        """The global 2-norm of the averaged gradient (cached)."""
+        self._check()
+        if self._norm_value is None:
+            self._norm_value = self._owner._norm()
+        return self._norm_value
+
+    def clip(self, max_norm: float) -> float:
+        """Scale the averaged gradient to global norm at most ``max_norm``, by torch's (and
+        :func:`adamkit.clip_by_global_norm`'s) formula ``max_norm / (norm + 1e-6)``; return the norm
+        before clipping. A non-finite norm leaves the gradient unchanged."""
+        if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) \
+                or not (0 < float(max_norm) < math.inf):
+            raise ValueError(f"max_norm={max_norm!r}: expected a finite number > 0")
+        norm = self.norm()
+        coef = float(max_norm) / (norm + 1e-6)
+        if math.isfinite(norm) and coef < 1.0:
+            self._owner._scale(coef)
+        return norm
+
+    def __repr__(self) -> str:
+        return f"ReducedGradients(loss={self.loss!r}, weight={self.weight!r}, nonfinite_ranks={self.nonfinite_ranks})"
+
+
 class DistributedOptimizer:
     """Data-parallel wrapper of an adamkit optimizer over an MPI communicator.
 
@@ -289,6 +337,7 @@ class DistributedOptimizer:
         self.size = comm.Get_size()
         self.optimizer = optimizer
         self.shard_state = bool(shard_state)
+        self._generation = 0
 
         # the parameter structure, group by group (public API only: param_groups and names)
         opt = optimizer
@@ -428,6 +477,16 @@ class DistributedOptimizer:
         return self.optimizer.param_groups
 
     @property
+    def params(self) -> Any:
+        """The wrapped optimizer's parameters (updated in place, identical on every rank)."""
+        return self.optimizer.params
+
+    @property
+    def nonfinite(self) -> str:
+        """The wrapped optimizer's policy for a non-finite gradient."""
+        return self._nonfinite
+
+    @property
     def step_count(self) -> int:
         return self.optimizer.step_count
 
@@ -478,14 +537,34 @@ class DistributedOptimizer:
         """Average ``local_grads`` over the ranks (weighted by ``weight``), then apply one update.
 
         Args:
-            local_grads: this rank's gradients, mirroring the parameters (as for ``optimizer.step``).
+            local_grads: this rank's gradients, mirroring the parameters (as for ``optimizer.step``);
+                or the :class:`ReducedGradients` returned by :meth:`reduce` (then give no weight or loss).
             weight: this rank's weight, e.g. its local batch size; the step uses
                 ``sum_r weight_r * grads_r / sum_r weight_r``. Default 1 on every rank: the plain mean.
-                A rank with weight 0 contributes nothing (its gradients are not read).
+                A rank with weight 0 contributes nothing (its gradients are not read; may be None).
             loss: this rank's mean loss on its batch, optional; pass it on every rank or on none.
 
         Returns:
             The weighted mean of ``loss`` over the ranks (carried by the same collective), or None.
+        """
+        if isinstance(local_grads, ReducedGradients):
+            if weight is not None or loss is not None:
+                raise TypeError("step(reduced): weight and loss were given to reduce(); expected none here")
+            red = local_grads
+            if red._owner is not self or red._generation != self._generation:
+                raise ValueError("step(reduced): these gradients are not the latest reduce() of this optimizer, "
+                                 "or were already applied")
+        else:
+            red = self.reduce(local_grads, weight, loss)
+        self._generation += 1  # the buffers now belong to the next reduce()
+        self._apply(red)
+        return red.loss
+
+    def reduce(self, local_grads: Any, weight: Any = None, loss: Any = None) -> "ReducedGradients":
+        """The collective half of :meth:`step`: average the gradients over the ranks, apply nothing.
+
+        Returns a :class:`ReducedGradients` (mean loss, total weight, global norm, clipping) to pass to
+        :meth:`step`. Valid until the next ``reduce`` or ``step``.
         """
         w = _check_weight(weight)
         loss_value = _check_loss(loss)
@@ -510,10 +589,9 @@ class DistributedOptimizer:
                     np.copyto(dst, g)
                 else:
                     np.multiply(g, w, out=dst)
-            if f.extra:
-                for seg in range(len(f.counts)):
-                    e = f.extra_positions(seg)
-                    buf[e:e + _EXTRA] = 0
+            for seg in range(len(f.counts) if f.extra else 0):
+                e = f.extra_positions(seg)
+                buf[e:e + _EXTRA] = 0
             if check and not bad and _nonfinite_in(buf):
                 bad = 1.0
         c = self._carrier
@@ -522,59 +600,68 @@ class DistributedOptimizer:
             e = c.extra_positions(seg)
             cbuf[e:e + _EXTRA] = (w, bad, w * loss_value if loss_value is not None and w > 0 else 0.0)
 
-        count = self.step_count
+        self._generation += 1
         if not self.shard_state:
             for f in self._flats:
                 comm.Allreduce(MPI.IN_PLACE, [self._gbuf[f.dtype], self._mpitype[f.dtype]], op=MPI.SUM)
             e = c.extra_positions(0)
-            total_w, _, total_loss = (float(x) for x in cbuf[e:e + _EXTRA])
+            total_w, total_bad, total_loss = (float(x) for x in cbuf[e:e + _EXTRA])
+            data = [self._gbuf[f.dtype][:f.size] for f in self._flats]
         else:
             for f in self._flats:
                 comm.Reduce_scatter([self._gbuf[f.dtype], self._mpitype[f.dtype]],
                                     [self._rbuf[f.dtype], self._mpitype[f.dtype]],
                                     recvcounts=f.seg_counts, op=MPI.SUM)
-            rb = self._rbuf[c.dtype]
             n = c.counts[self.rank]
-            total_w, total_bad, total_loss = (float(x) for x in rb[n:n + _EXTRA])
-            if total_bad > 0:
-                if self._nonfinite == "skip":
-                    self.optimizer.skipped_steps += 1
-                    return total_loss / total_w if loss_value is not None and total_w > 0 else None
-                here = ""
-                if grads is not None:
-                    name = next((self.names[k] for k, g in enumerate(grads) if _nonfinite_in(np.asarray(g))), None)
-                    if name is not None:
-                        here = f"; on rank {self.rank} in parameter {name!r}"
-                raise FloatingPointError(
-                    f"non-finite gradient on {int(total_bad)} of {self.size} ranks at step {count + 1}{here}; "
-                    f"nothing was changed (pass nonfinite='skip' to the optimizer to skip such steps)")
+            total_w, total_bad, total_loss = (float(x) for x in self._rbuf[c.dtype][n:n + _EXTRA])
+            data = [self._rbuf[f.dtype][:f.counts[self.rank]] for f in self._flats]
         if not total_w > 0:
             raise ValueError(f"weight: the weights of all {self.size} ranks sum to {total_w}; expected a positive "
                              f"total (a weight of 0 is allowed on some ranks, not on all)")
-        mean_loss = total_loss / total_w if loss_value is not None else None
+        if total_w != 1.0:
+            for x in data:
+                np.divide(x, total_w, out=x)
+        culprit = None
+        if total_bad and grads is not None:
+            culprit = next((self.names[k] for k, g in enumerate(grads) if _nonfinite_in(np.asarray(g))), None)
+        return ReducedGradients(self, self._generation, total_loss / total_w if loss_value is not None else None,
+                                total_w, int(total_bad), culprit)
 
+    def _apply(self, red: "ReducedGradients") -> None:
         if not self.shard_state:
-            if total_w != 1.0:
-                for f in self._flats:
-                    buf = self._gbuf[f.dtype]
-                    np.divide(buf[:f.size], total_w, out=buf[:f.size])
-            self.optimizer.step(self._avg)
-            return mean_loss
-
-        r = self.rank
+            self.optimizer.step(self._avg)  # identical input on every rank: identical decisions
+            return
+        count = self.step_count
+        if red.nonfinite_ranks and self._nonfinite != "ignore":
+            if self._nonfinite == "skip":
+                self.optimizer.skipped_steps += 1
+                return
+            here = f"; on rank {self.rank} in parameter {red._culprit!r}" if red._culprit else ""
+            raise FloatingPointError(
+                f"non-finite gradient on {red.nonfinite_ranks} of {self.size} ranks at step {count + 1}{here}; "
+                f"nothing was changed (pass nonfinite='skip' to the optimizer to skip such steps)")
         for f in self._flats:
-            n = f.counts[r]
-            if total_w != 1.0:
-                np.divide(self._rbuf[f.dtype][:n], total_w, out=self._rbuf[f.dtype][:n])
             self._pack_params(f, self._pbuf[f.dtype], own_only=True)  # the user may have changed them
         if self._inner is not None:
             self._sync_hyperparameters()
             self._inner.step(self._inner_grads)
         self.optimizer.step_count = count + 1
+        MPI = self._MPI
         for f in self._flats:
-            comm.Allgatherv(MPI.IN_PLACE, [self._pbuf[f.dtype], f.counts, f.displs, self._mpitype[f.dtype]])
+            self.comm.Allgatherv(MPI.IN_PLACE, [self._pbuf[f.dtype], f.counts, f.displs, self._mpitype[f.dtype]])
             self._unpack_params(f, self._pbuf[f.dtype])
-        return mean_loss
+
+    def _norm(self) -> float:
+        """The global 2-norm of the averaged gradient (as :func:`adamkit.global_norm`, without overflow)."""
+        if not self.shard_state:
+            return global_norm(self._avg)
+        mine = global_norm([self._rbuf[f.dtype][:f.counts[self.rank]] for f in self._flats])
+        return math.hypot(*self.comm.allgather(mine))  # the same list, so the same bits, on every rank
+
+    def _scale(self, coef: float) -> None:
+        for f in self._flats:
+            x = self._rbuf[f.dtype][:f.counts[self.rank]] if self.shard_state else self._gbuf[f.dtype][:f.size]
+            np.multiply(x, f.dtype.type(coef), out=x)
 
     def _local_leaves(self, local_grads: Any) -> list[np.ndarray]:
         if self._grouped:
