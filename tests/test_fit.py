@@ -160,6 +160,27 @@ def test_early_stopping_with_patience():
     assert hist.val_metric == [5.0, 4.0, 3.0, 3.5, 2.9999, 3.7]
 
 
+def test_early_stopped_run_stays_stopped_on_resume(tmp_path):
+    values = [3.0, 1.0, 2.0, 2.0, 0.5]
+    kw = dict(batch_size=2, epochs=5, validation_data=np.zeros((1, 1)), patience=2, checkpoint=tmp_path / "es.npz")
+    metric = iter(values)
+    h = ak.fit(lambda w, b: (0.0, np.zeros(1)), ak.SGD(np.zeros(1)), np.zeros((4, 1)),
+               metric=lambda w, v: next(metric), **kw)
+    assert h.stopped_early and h.epochs == 4 and h.best_epoch == 2
+    lg = Calls(lambda w, b: (0.0, np.zeros(1)))
+    h2 = ak.fit(lg, ak.SGD(np.zeros(1)), np.zeros((4, 1)), metric=lambda w, v: 0.0, resume=True, **kw)
+    assert h2.stopped_early and h2.epochs == 4 and lg.n == 0 and h2.val_metric == values[:4]
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import adamkit._fit
+
+    result = doctest.testmod(adamkit._fit)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_callback_after_each_epoch_and_stop_iteration():
     calls = []
 

@@ -375,6 +375,9 @@ def _callback_caller(callback: Any) -> Callable | None:
         new_style = set(inspect.signature(callback).parameters) == {"intermediate_result"}
     except (TypeError, ValueError):
         new_style = False
+    if hasattr(callback, "stop_iteration"):
+        # already wrapped by scipy (scipy's _wrap_callback): it takes the OptimizeResult positionally
+        return lambda x, f, g, nit: callback(OptimizeResult(x=x, fun=f, jac=g, nit=nit))
     if new_style:
         return lambda x, f, g, nit: callback(intermediate_result=OptimizeResult(x=x, fun=f, jac=g, nit=nit))
     return lambda x, f, g, nit: callback(x)
