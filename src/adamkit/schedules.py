@@ -33,10 +33,10 @@ __all__ = [
 def _check(name: str, value: Any, *, positive: bool = False, integer: bool = False, at_most_one: bool = False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}={value!r}: expected a number")
-    if integer and value != int(value):
-        raise ValueError(f"{name}={value!r}: expected an integer")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise ValueError(f"{name}={value!r}: expected a finite number {'> 0' if positive else '>= 0'}")
+    if integer and value != int(value):
+        raise ValueError(f"{name}={value!r}: expected an integer")
     if at_most_one and value > 1:
         raise ValueError(f"{name}={value!r}: expected a number in [0, 1]")
     return int(value) if integer else float(value)
