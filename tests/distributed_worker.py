@@ -126,6 +126,36 @@ def reference(name: str, steps: int, start: int = 0, params=None, opt=None):
     return params, opt, losses
 
 
+# ``adamkit.fit`` runs: the same settings single-process (the reference) and with ``comm``
+FIT_RUNS = {
+    # uneven last batches (64 rows by 10), accumulation over 2 mini-batches, clipping by global norm
+    "replicated": dict(optimizer="adam", shard=False, batch_size=10, epochs=3, accumulate=2, clip_norm=0.5, seed=7),
+    # sharded state, 64 rows by 9, with a checkpoint each epoch (resumed on another number of ranks)
+    "sharded": dict(optimizer="sgd_nesterov", shard=True, batch_size=9, epochs=3, accumulate=1, clip_norm=None,
+                    seed=3),
+}
+FIT_FIRST_EPOCHS = 1  # the "fit_part" runs stop here and write the checkpoint the resumed runs continue
+
+
+def fit_loss_and_grad(params, batch):
+    return loss_and_grad(params, *batch)
+
+
+def fit_run(label: str, comm=None, *, epochs=None, checkpoint=None, resume=False):
+    """One fit run of ``FIT_RUNS[label]``: single-process when ``comm`` is None. Returns (params, history)."""
+    cfg = FIT_RUNS[label]
+    params = initial_params(0)
+    opt = build(cfg["optimizer"], params)
+    if comm is not None and cfg["shard"]:
+        from adamkit.distributed import DistributedOptimizer
+        opt = DistributedOptimizer(opt, comm, shard_state=True)
+    hist = ak.fit(fit_loss_and_grad, opt, data(), batch_size=cfg["batch_size"],
+                  epochs=cfg["epochs"] if epochs is None else epochs, accumulate=cfg["accumulate"],
+                  clip_norm=cfg["clip_norm"], seed=cfg["seed"], checkpoint=checkpoint, resume=resume,
+                  progress=False, comm=comm if comm is not None and not cfg["shard"] else None)
+    return params, hist
+
+
 # --------------------------------------------------------------------------------------------------
 # the MPI side
 
@@ -203,6 +233,25 @@ def scenario_resume(comm, out: Path, shard: bool, start: int, steps: int):
         results[f"{name}/#step_count"] = np.array(d.step_count)
     if r == 0:
         np.savez(out / "resumed.npz", **results)
+
+
+def scenario_fit(comm, out: Path, part: str):
+    """``part``: "full" (both FIT_RUNS, and the first epoch of each with a checkpoint) or "resume"."""
+    results, histories = {}, {}
+    for label in FIT_RUNS:
+        ckpt = out / f"fit_{label}.npz"
+        if part == "full":
+            params, hist = fit_run(label, comm)
+            fit_run(label, comm, epochs=FIT_FIRST_EPOCHS, checkpoint=ckpt)
+        else:
+            params, hist = fit_run(label, comm, checkpoint=ckpt, resume=True)
+        for k, v in params.items():
+            results[f"{label}/{k}"] = v
+        histories[label] = {"loss": hist.loss, "grad_norm": hist.grad_norm, "epoch_loss": hist.epoch_loss,
+                            "steps": hist.steps, "lr": hist.lr}
+    if comm.Get_rank() == 0:
+        np.savez(out / f"fit_{part}.npz", **results)
+        (out / f"fit_{part}.json").write_text(json.dumps(histories))
 
 
 def scenario_errors(comm, out: Path):
@@ -300,6 +349,8 @@ def main(argv):
         scenario_save(comm, out, shard=argv[3] == "sharded", steps=int(argv[4]))
     elif scenario == "resume":
         scenario_resume(comm, out, shard=argv[3] == "sharded", start=int(argv[4]), steps=int(argv[5]))
+    elif scenario == "fit":
+        scenario_fit(comm, out, argv[3])
     elif scenario == "errors":
         scenario_errors(comm, out)
     elif scenario == "abort":

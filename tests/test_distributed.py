@@ -341,6 +341,35 @@ def test_resume_on_a_different_number_of_ranks(save_on, save_mode, resume_on, re
         assert int(res[f"{name}/#step_count"]) == W.STEPS
 
 
+@pytest.fixture(scope="module")
+def fit_references():
+    return {label: W.fit_run(label) for label in W.FIT_RUNS}
+
+
+def test_fit_with_comm_equals_one_process_and_resumes_on_other_rank_counts(tmp_path, fit_references, single_rank):
+    """fit(..., comm=...) splits each global batch over the ranks; a checkpoint written on 3 ranks is
+    resumed on 2 and ends where the uninterrupted single-process run ends."""
+    run_mpi(3, "fit", str(tmp_path), "full")
+    for label in W.FIT_RUNS:  # the first-epoch checkpoints, before the 2-rank runs continue them
+        shutil.copy(tmp_path / f"fit_{label}.npz", tmp_path / f"fit_{label}_epoch1.npz")
+    run_mpi(2, "fit", str(tmp_path), "resume")
+    for part in ("full", "resume"):
+        res = np.load(tmp_path / f"fit_{part}.npz")
+        hist = json.loads((tmp_path / f"fit_{part}.json").read_text())
+        for label, (want, ref) in fit_references.items():
+            got = {k: res[f"{label}/{k}"] for k in want}
+            assert_params_close(got, want, f"fit {label} ({part})")
+            h = hist[label]
+            assert h["steps"] == ref.steps
+            for key in ("loss", "grad_norm", "epoch_loss", "lr"):
+                np.testing.assert_allclose(h[key], getattr(ref, key), rtol=RTOL, atol=ATOL, err_msg=f"{label} {key}")
+    # the checkpoint written by the 3-rank run is an ordinary fit checkpoint: one process resumes it
+    for label, (want, _) in fit_references.items():
+        params, hist = W.fit_run(label, checkpoint=tmp_path / f"fit_{label}_epoch1.npz", resume=True)
+        assert hist.epochs == W.FIT_RUNS[label]["epochs"] and len(hist.epoch_loss) == hist.epochs
+        assert_params_close(params, want, f"fit {label} resumed in one process")
+
+
 def test_errors_are_raised_on_every_rank_without_hanging(tmp_path, single_rank):
     n = 3
     run_mpi(n, "errors", str(tmp_path))

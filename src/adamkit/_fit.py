@@ -160,7 +160,7 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
         min_delta: float = 0.0, checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
         resume: bool = False, clip_norm: float | None = None, accumulate: int = 1,
         reset_state_each_epoch: bool = False, callback: Callable | None = None,
-        progress: bool | None = None) -> History:
+        progress: bool | None = None, comm: Any = None) -> History:
     """Train ``optimizer.params`` by mini-batch steps over ``data``; return the :class:`History`.
 
     Args:
@@ -196,6 +196,12 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
         callback: ``callback(history)`` after every epoch (after its checkpoint); raising
             ``StopIteration`` ends training.
         progress: a tqdm progress bar with the loss; default: on when stderr is a terminal.
+        comm: an mpi4py communicator: data-parallel training (:mod:`adamkit.distributed`). Every rank
+            calls ``fit`` with the same data and settings; each global mini-batch is split over the
+            ranks (:meth:`~adamkit.distributed.DistributedOptimizer.local_part`), the gradients and
+            losses are averaged weighted by the local row counts, so the run is that of one process
+            with the same global batches. Rank 0 writes the checkpoints and shows the progress bar.
+            ``optimizer`` may also be a ``DistributedOptimizer`` (e.g. with ``shard_state=True``).
 
     A non-finite loss or gradient follows the optimizer's ``nonfinite`` policy: ``"raise"`` (default)
     raises ``FloatingPointError`` naming the epoch and step, with the parameters those after the
@@ -271,11 +277,18 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
     if progress is not None:
         progress = _flag("progress", progress)
 
+    dist = None  # data-parallel over MPI (adamkit.distributed)
+    if comm is not None or getattr(optimizer, "comm", None) is not None:
+        from .distributed import as_distributed
+        optimizer = dist = as_distributed(optimizer, comm)
     leaves = _param_leaves(optimizer)
     names = list(optimizer.names)
     config = {"n": n, "batch_size": batch_size, "seed": seed, "shuffle": shuffle, "drop_last": drop_last,
               "accumulate": accumulate, "clip_norm": clip_norm, "reset_state_each_epoch": reset_state_each_epoch}
-    rng = np.random.default_rng(seed)
+    if dist is not None:
+        dist.assert_same("fit settings", {**config, "epochs": epochs, "resume": resume})
+    entropy = seed if dist is None or seed is not None else dist.comm.bcast(np.random.SeedSequence().entropy)
+    rng = np.random.default_rng(entropy)  # with comm: the same batches on every rank
     run = _Run(rng_state=rng.bit_generator.state)
     history = History()
     if resume:
@@ -287,7 +300,7 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
     nonfinite = getattr(optimizer, "nonfinite", "raise")
     params = optimizer.params
     nb = n // batch_size if drop_last else -(-n // batch_size)  # mini-batches per epoch
-    show = progress if progress is not None else _is_terminal()
+    show = (progress if progress is not None else _is_terminal()) and (dist is None or dist.rank == 0)
     guard = _SigintGuard()
     t0 = time.perf_counter()
 
@@ -318,11 +331,19 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
                     optimizer.reset_state()  # idempotent: safe to repeat after a resume
             while run.batch < len(batches):
                 group = batches[run.batch:run.batch + accumulate]
-                loss, grads, rows = _accumulated(loss_and_grad, params, arrays, single, group)
-                if clip_norm is not None:
-                    grads, norm = clip_by_global_norm(grads, clip_norm)
+                if dist is not None:  # this rank's rows of each mini-batch, then averaged over the ranks
+                    local = [i for i in map(dist.local_part, group) if len(i)]
+                    loss, grads, rows = (_accumulated(loss_and_grad, params, arrays, single, local) if local
+                                         else (0.0, None, 0))
+                    grads = dist.reduce(grads, weight=rows, loss=loss)  # optimizer.step(grads) applies it
+                    loss, rows = grads.loss, int(grads.weight)
+                    norm = grads.clip(clip_norm) if clip_norm is not None else grads.norm()
                 else:
-                    norm = global_norm(grads)
+                    loss, grads, rows = _accumulated(loss_and_grad, params, arrays, single, group)
+                    if clip_norm is not None:
+                        grads, norm = clip_by_global_norm(grads, clip_norm)
+                    else:
+                        norm = global_norm(grads)
                 finite = math.isfinite(loss) and math.isfinite(norm)
                 if not finite and nonfinite == "raise":
                     what = f"loss {loss!r}" if not math.isfinite(loss) else f"gradient (global norm {norm!r})"
@@ -515,7 +536,9 @@ def _check_data(name: str, data: Any) -> tuple[list[np.ndarray], bool]:
 
 def _save(path: Path, optimizer: Any, leaves: list[np.ndarray], names: list[str], config: dict,
           run_json: dict, history: History) -> None:
-    sd = optimizer.state_dict()
+    sd = optimizer.state_dict()  # data-parallel: gathered on rank 0, None elsewhere
+    if sd is None:
+        return
     arrays: dict[str, np.ndarray] = {f"param{i}": p for i, p in enumerate(leaves)}
     index: dict[str, dict[str, str]] = {}
     k = 0

@@ -60,7 +60,7 @@ from . import _checkpoint, _tree
 from ._clip import global_norm
 from ._optimizer import Optimizer, state_dict_from_files
 
-__all__ = ["DistributedOptimizer", "ReducedGradients", "install_excepthook", "abort_on_exception", "split_evenly", "mpi"]
+__all__ = ["DistributedOptimizer", "ReducedGradients", "as_distributed", "install_excepthook", "abort_on_exception", "split_evenly", "mpi"]
 
 _EXTRA = 3  # trailing slots of each segment of the carrier buffer: weight, non-finite flag, weight * loss
 _ROOT = 0
@@ -527,6 +527,22 @@ class DistributedOptimizer:
         """One per dtype unsharded; two per dtype (reduce-scatter, all-gather) sharded."""
         return len(self._flats) * (2 if self.shard_state else 1)
 
+    def local_part(self, batch: Any) -> Any:
+        """This rank's contiguous share of a global mini-batch (its first dimension), cut as
+        :func:`split_evenly` cuts it: rank ``r`` of ``P`` gets rows ``displs[r]:displs[r] + counts[r]``.
+        Give ``weight=len(local_part)`` to :meth:`step` so the step is the global batch's mean."""
+        counts, displs = split_evenly(len(batch), self.size)
+        return batch[displs[self.rank]:displs[self.rank] + counts[self.rank]]
+
+    def assert_same(self, what: str, value: Any) -> None:
+        """Raise the same ``ValueError`` on every rank unless every rank passes an equal ``value``
+        (compared by ``repr``); ``what`` names it in the message. One small collective."""
+        values = self.comm.allgather(repr(value))
+        for r, v in enumerate(values):
+            if v != values[0]:
+                raise ValueError(f"{what} differ between the ranks: {values[0]} on rank 0, {v} on rank {r}; "
+                                 f"expected the same on every rank")
+
     def __repr__(self) -> str:
         mode = "sharded state" if self.shard_state else "replicated state"
         return f"DistributedOptimizer({self.optimizer!r}, rank {self.rank} of {self.size}, {mode})"
@@ -982,6 +998,17 @@ class DistributedOptimizer:
         if err is not None:
             raise err
         self.load_state_dict(sd)
+
+
+def as_distributed(optimizer: Any, comm: Any = None) -> DistributedOptimizer:
+    """``optimizer`` itself if it is a :class:`DistributedOptimizer` (on ``comm``, when given), else a
+    replicated-state :class:`DistributedOptimizer` wrapping it on ``comm``. Used by ``adamkit.fit``."""
+    if isinstance(optimizer, DistributedOptimizer):
+        if comm is not None and comm is not optimizer.comm and comm != optimizer.comm:
+            raise ValueError(f"comm={comm!r}: the DistributedOptimizer given runs on another communicator "
+                             f"({optimizer.comm!r}); pass comm=None or the same one")
+        return optimizer
+    return DistributedOptimizer(optimizer, comm)
 
 
 def _release_state(optimizer: Optimizer) -> None:
