@@ -549,3 +549,27 @@ def test_bad_input(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         ak.fit(call.pop("loss_and_grad"), call.pop("optimizer"), call.pop("data"), **call)
     assert not b.any()  # nothing changed
+
+
+def test_parameter_groups_resume_bit_identical(tmp_path):
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    y = X @ [1.0, -2.0] + 0.5
+
+    def make():
+        w, b = np.zeros(2), np.zeros(1)
+        opt = ak.Adam([{"params": {"w": w}}, {"params": b, "lr": 0.05}], lr=0.1)
+
+        def lg(groups, batch):
+            Xb, yb = batch
+            r = Xb @ groups[0]["params"]["w"] + groups[1]["params"] - yb
+            return float((r * r).mean()), [{"w": 2 * Xb.T @ r / len(yb)}, np.array([2 * r.mean()])]
+        return (w, b), opt, lg
+
+    kw = dict(batch_size=4, epochs=5, accumulate=2, checkpoint=tmp_path / "groups.npz")
+    ref, opt, lg = make()
+    h_ref = ak.fit(lg, opt, (X, y), **kw)
+    part, opt, lg = make()
+    assert ak.fit(interrupt_at(lg, 17), opt, (X, y), **kw).interrupted
+    out, opt, lg = make()
+    h = ak.fit(lg, opt, (X, y), resume=True, **kw)
+    assert all(np.array_equal(a, b) for a, b in zip(ref, out)) and h.loss == h_ref.loss
