@@ -22,19 +22,22 @@ __all__ = ["global_norm", "clip_by_global_norm"]
 
 def _norm(x: Any) -> float:
     """The 2-norm of one array, in float64, rescaled when the squares would overflow."""
-    x = np.asarray(x)
+    if type(x) is not np.ndarray:
+        x = np.asarray(x)
     if x.size == 0:
         return 0.0
-    flat = x.reshape(-1).astype(np.float64, copy=False)
+    flat = x.reshape(-1)
+    if flat.dtype != np.float64:
+        flat = flat.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        s = float(np.dot(flat, flat))
-    if math.isfinite(s):
+        s = float(flat @ flat)
+    if s < math.inf:
         return math.sqrt(s)
     m = float(np.max(np.abs(flat)))
     if not math.isfinite(m):
         return m  # inf, or nan when some entry is nan
     scaled = flat / m
-    return m * math.sqrt(float(np.dot(scaled, scaled)))
+    return m * math.sqrt(float(scaled @ scaled))
 
 
 def global_norm(tree: Any) -> float:
@@ -42,8 +45,12 @@ def global_norm(tree: Any) -> float:
 
     Computed as the norm of the per-array norms (as torch does), without overflow.
     """
+    if type(tree) is np.ndarray:
+        return _norm(tree)
     leaves, _, _ = _tree.flatten(tree)
-    return math.hypot(*(_norm(x) for x in leaves))
+    if len(leaves) == 1:
+        return _norm(leaves[0])
+    return math.hypot(*map(_norm, leaves))
 
 
 def clip_by_global_norm(tree: Any, max_norm: float) -> tuple[Any, float]:
