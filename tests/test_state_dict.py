@@ -322,3 +322,18 @@ def test_save_checks_the_path(tmp_path):
     with pytest.raises(ValueError, match=r"^path='.*missing/opt\.npz': directory '.*missing' does not exist$"):
         opt.save(tmp_path / "missing" / "opt.npz")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError, reason="design question: a state_dict lacking a top-level entry ('param_groups', "
+                   "'group_state', 'state') or a group's 'names' raises a bare KeyError, not the clear ValueError")
+@pytest.mark.parametrize("key", ["param_groups", "group_state", "state", "names"])
+def test_state_dict_lacking_an_entry(key):
+    params, target = _target(REGISTRY[3])
+    sd = target.state_dict()
+    if key == "names":
+        del sd["param_groups"][0]["names"]
+    else:
+        del sd[key]
+    with _Unchanged(params, target):
+        with pytest.raises(ValueError, match=rf"state_dict.*'?{key}'?"):
+            target.load_state_dict(sd)
