@@ -7,7 +7,8 @@ an independent scalar implementation of the update written from ``../shared/CONV
 code), and learning rates that make it converge on a parabola and on Rosenbrock.
 
 Adding an optimizer = adding one ``OptimizerInfo`` to ``REGISTRY``; every test in ``test_*.py`` that is
-parametrized over the registry then covers it.
+parametrized over the registry then covers it. (``test_properties.py`` also insists on two steps of every
+optimizer computed by hand, as literal values: add one there too.)
 """
 
 from __future__ import annotations

@@ -182,6 +182,23 @@ def test_changing_lr_in_param_groups_takes_effect(info):
 
 
 @pytest.mark.parametrize("info", entries())
+def test_changing_one_groups_lr_leaves_the_other_alone(info):
+    rng = np.random.default_rng(10)
+    grads = [[[rng.standard_normal(3)], [rng.standard_normal(2)]] for _ in range(5)]
+    a0, b0 = rng.standard_normal(3), rng.standard_normal(2)
+    a, b = a0.copy(), b0.copy()
+    opt = info.cls([{"params": [a]}, {"params": [b], "lr": 0.1}], lr=0.05)
+    for k, g in enumerate(grads):
+        if k == 2:
+            opt.param_groups[1]["lr"] = 0.01
+        opt.step(g)
+    assert opt.learning_rate(0) == 0.05 and opt.learning_rate(1) == 0.01
+    alone_a = _run_alone(info, [a0], [g[0] for g in grads], lr=0.05)
+    alone_b = _run_alone(info, [b0], [g[1] for g in grads], lr=lambda count: 0.1 if count < 2 else 0.01)
+    assert snapshot([a, b]) == snapshot(alone_a + alone_b)
+
+
+@pytest.mark.parametrize("info", entries())
 def test_lr_schedule_from_adamkit_schedules(info):
     rng = np.random.default_rng(6)
     grads = [rng.standard_normal(3) for _ in range(5)]
