@@ -41,6 +41,14 @@ def initial_params(seed: int = 0) -> dict:
     }
 
 
+def params_for(name: str, seed: int = 0) -> dict:
+    """The initial parameters of configuration ``name``: "..._mixed" has one float32 leaf."""
+    p = initial_params(seed)
+    if name.endswith("_mixed"):
+        p["b"] = p["b"].astype(np.float32)
+    return p
+
+
 def copy_params(p: dict) -> dict:
     out = {k: v.copy() for k, v in p.items()}
     out["V"] = np.ascontiguousarray(p["V"].T).T  # keep the layout: a transposed view
@@ -95,11 +103,13 @@ def build(name: str, params: dict, **extra):
         return ak.Adamax(P, lr=0.02, **extra)
     if name == "adam_clip":  # reduce(), clip() by global norm, then step()
         return ak.Adam(P, lr=0.05, **extra)
+    if name == "adam_mixed":  # a float32 leaf among float64 ones: one buffer and collective per dtype
+        return ak.Adam(P, lr=0.05, **extra)
     raise ValueError(name)
 
 
 CONFIGS = ("adam", "adamw_amsgrad", "sgd_nesterov", "nadam_groups", "radam", "rmsprop_centered", "adagrad",
-           "adamax", "adam_clip")
+           "adamax", "adam_clip", "adam_mixed")
 CLIP = 0.3  # max global norm of the "adam_clip" configuration (clips most steps)
 
 
@@ -114,7 +124,7 @@ def reference(name: str, steps: int, start: int = 0, params=None, opt=None):
     """Single process, the whole global batch each step; returns (params, optimizer, losses)."""
     X, y = data()
     if params is None:
-        params = initial_params(0)
+        params = params_for(name)
         opt = build(name, params)
     losses = []
     for idx in batches(steps)[start:]:
@@ -185,7 +195,7 @@ def scenario_dataparallel(comm, out: Path):
     results, info = {}, {}
     for name in CONFIGS:
         for shard in (False, True):
-            params = initial_params(seed=r)  # only rank 0's values count: they are broadcast
+            params = params_for(name, seed=r)  # only rank 0's values count: they are broadcast
             d = DistributedOptimizer(build(name, params), comm, shard_state=shard)
             synced_at_start = d.check_synchronized()
             losses: list = []
@@ -207,7 +217,7 @@ def scenario_save(comm, out: Path, shard: bool, steps: int):
     from adamkit.distributed import DistributedOptimizer
     r = comm.Get_rank()
     for name in CONFIGS:
-        params = initial_params(0)
+        params = params_for(name)
         d = DistributedOptimizer(build(name, params), comm, shard_state=shard)
         _distributed_run(d, params, name, comm, 0, steps, [])
         d.save(out / f"opt_{name}.npz")
@@ -220,7 +230,7 @@ def scenario_resume(comm, out: Path, shard: bool, start: int, steps: int):
     r = comm.Get_rank()
     results = {}
     for name in CONFIGS:
-        params = initial_params(0)
+        params = params_for(name)
         if r == 0:  # only rank 0 reads the parameters: the constructor broadcasts them
             with np.load(out / f"params_{name}.npz") as f:
                 for k in params:

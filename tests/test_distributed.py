@@ -69,9 +69,14 @@ def run_mpi(n: int, *args: str, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
-def assert_params_close(got: dict, want: dict, what: str) -> None:
+def tol(name: str) -> float:
+    """1e-12 for float64; a float32 leaf ("..._mixed") has its gradient summed in float32 over the ranks."""
+    return 1e-5 if name.endswith("_mixed") else RTOL
+
+
+def assert_params_close(got: dict, want: dict, what: str, rtol: float = RTOL) -> None:
     for k, v in want.items():
-        np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL, err_msg=f"{what}: leaf {k!r}")
+        np.testing.assert_allclose(got[k], v, rtol=rtol, atol=rtol, err_msg=f"{what}: leaf {k!r}")
 
 
 @pytest.fixture(scope="module")
@@ -284,60 +289,66 @@ def test_sharded_state_and_hyperparameter_changes(tmp_path):
 
 
 @pytest.mark.parametrize("nranks", [2, 3])
-def test_data_parallel_equals_one_process_on_the_global_batch(nranks, tmp_path, references, single_rank):
+def test_data_parallel_equals_one_process_on_the_global_batch(nranks, tmp_path, single_rank, references):
     run_mpi(nranks, "dataparallel", str(tmp_path))
     res = np.load(tmp_path / "params.npz")
     info = json.loads((tmp_path / "info.json").read_text())
     for name, (want, opt, losses) in references.items():
+        ndtypes = len({v.dtype for v in want.values()})
         per_rank = opt.state_dict()
         full_state = sum(a.nbytes for s in per_rank["state"].values() for a in s.values())
         for mode in ("replicated", "sharded"):
             key = f"{name}/{mode}"
             got = {k: res[f"{key}/{k}"] for k in want}
-            assert_params_close(got, want, f"{key} on {nranks} ranks")
-            np.testing.assert_allclose(info[key]["losses"], losses, rtol=RTOL, atol=ATOL)
+            assert_params_close(got, want, f"{key} on {nranks} ranks", tol(name))
+            np.testing.assert_allclose(info[key]["losses"], losses, rtol=tol(name), atol=tol(name))
             assert info[key]["synced_at_start"] and info[key]["synchronized"], key
             assert info[key]["step_count"] == W.STEPS
             nbytes = info[key]["state_nbytes"]
             if mode == "replicated":
                 assert nbytes == [full_state] * nranks
-                assert info[key]["collectives_per_step"] == 1
+                assert info[key]["collectives_per_step"] == ndtypes  # one buffer per dtype
             else:  # each rank holds its 1/P share of the state, and together all of it
-                n = sum(v.size for v in want.values())
-                per_element = full_state // n  # bytes of state per parameter (slots x 8)
-                assert sum(nbytes) == full_state
-                assert max(nbytes) == math.ceil(n / nranks) * per_element
-                assert info[key]["collectives_per_step"] == 2
+                from adamkit.distributed import split_evenly
+                sizes = {}
+                for v in want.values():
+                    sizes[v.dtype] = sizes.get(v.dtype, 0) + v.size
+                slots = full_state // sum(n * dt.itemsize for dt, n in sizes.items())
+                expected = [sum(split_evenly(n, nranks)[0][r] * dt.itemsize * slots for dt, n in sizes.items())
+                            for r in range(nranks)]
+                assert nbytes == expected and sum(nbytes) == full_state
+                assert info[key]["collectives_per_step"] == 2 * ndtypes  # reduce-scatter, all-gather
         for k in want:  # sharded equals unsharded
             np.testing.assert_allclose(res[f"{name}/sharded/{k}"], res[f"{name}/replicated/{k}"],
-                                       rtol=RTOL, atol=ATOL)
+                                       rtol=tol(name), atol=tol(name))
 
 
 @pytest.mark.parametrize("save_on, save_mode, resume_on, resume_mode", [
     (3, "sharded", 2, "replicated"),
     (2, "replicated", 3, "sharded"),
 ])
-def test_resume_on_a_different_number_of_ranks(save_on, save_mode, resume_on, resume_mode, tmp_path, references,
-                                               single_rank):
+def test_resume_on_a_different_number_of_ranks(save_on, save_mode, resume_on, resume_mode, tmp_path, single_rank,
+                                               references):
     k = 5
     run_mpi(save_on, "save", str(tmp_path), save_mode, str(k))
     # the file holds the whole state: a single-process optimizer loads it and matches the reference
     for name in W.CONFIGS:
         _, ref_opt, _ = W.reference(name, k)
-        plain = W.build(name, W.initial_params(0))
+        plain = W.build(name, W.params_for(name))
         plain.load(tmp_path / f"opt_{name}.npz")
         a, b = plain.state_dict(), ref_opt.state_dict()
         assert a["step_count"] == b["step_count"] == k
-        assert a["group_state"] == pytest.approx(b["group_state"], rel=RTOL)
+        for ga, gb in zip(a["group_state"], b["group_state"], strict=True):  # step, mu_product, ...
+            assert ga.keys() == gb.keys() and all(math.isclose(ga[x], gb[x], rel_tol=tol(name)) for x in ga), (ga, gb)
         for n in b["state"]:
             for s in b["state"][n]:
-                np.testing.assert_allclose(a["state"][n][s], b["state"][n][s], rtol=RTOL, atol=ATOL,
+                np.testing.assert_allclose(a["state"][n][s], b["state"][n][s], rtol=tol(name), atol=tol(name),
                                            err_msg=f"{name}: {n}/{s}")
     run_mpi(resume_on, "resume", str(tmp_path), resume_mode, str(k), str(W.STEPS))
     res = np.load(tmp_path / "resumed.npz")
     for name, (want, _, _) in references.items():
         got = {key: res[f"{name}/{key}"] for key in want}
-        assert_params_close(got, want, f"{name}: {save_on} {save_mode} ranks -> {resume_on} {resume_mode}")
+        assert_params_close(got, want, f"{name}: {save_on} {save_mode} ranks -> {resume_on} {resume_mode}", tol(name))
         assert int(res[f"{name}/#step_count"]) == W.STEPS
 
 
@@ -346,7 +357,7 @@ def fit_references():
     return {label: W.fit_run(label) for label in W.FIT_RUNS}
 
 
-def test_fit_with_comm_equals_one_process_and_resumes_on_other_rank_counts(tmp_path, fit_references, single_rank):
+def test_fit_with_comm_equals_one_process_and_resumes_on_other_rank_counts(tmp_path, single_rank, fit_references):
     """fit(..., comm=...) splits each global batch over the ranks; a checkpoint written on 3 ranks is
     resumed on 2 and ends where the uninterrupted single-process run ends."""
     run_mpi(3, "fit", str(tmp_path), "full")

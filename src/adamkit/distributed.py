@@ -683,8 +683,9 @@ class DistributedOptimizer:
         if self._grouped:
             ng = len(self._treedefs)
             if not isinstance(local_grads, (list, tuple)) or len(local_grads) != ng:
-                raise ValueError(f"local_grads: expected a list with one entry per parameter group ({ng}), "
-                                 f"got {_tree._describe(local_grads)}")
+                got = (f"a {type(local_grads).__name__} of {len(local_grads)} entries"
+                       if isinstance(local_grads, (list, tuple)) else f"a {type(local_grads).__name__}")
+                raise ValueError(f"local_grads: expected a list with one entry per parameter group ({ng}), got {got}")
             per_group = local_grads
         else:
             per_group = (local_grads,)
