@@ -7,6 +7,7 @@ Rank 0 writes the results to ``OUTDIR``; each rank prints the lines the test loo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -338,14 +339,16 @@ def scenario_errors(comm, out: Path):
     (out / f"errors_rank{r}.json").write_text(json.dumps(report))
 
 
-def scenario_abort(comm, out: Path):
-    """Rank 1 fails while the others wait in a collective: the job must end, with rank 1's message."""
-    from adamkit.distributed import DistributedOptimizer
+def scenario_abort(comm, out: Path, how: str):
+    """Rank 1 fails while the others wait in a collective: the job must end, with rank 1's message.
+    ``how``: "hook" (the excepthook the constructor installs) or "context" (``abort_on_exception``)."""
+    from adamkit.distributed import DistributedOptimizer, abort_on_exception
     p = initial_params(0)
-    d = DistributedOptimizer(ak.Adam(p), comm)
-    if comm.Get_rank() == 1:
-        raise RuntimeError("boom: rank 1 could not compute its gradient")
-    d.step({k: np.ones_like(v) for k, v in p.items()})
+    d = DistributedOptimizer(ak.Adam(p), comm, abort_on_error=(how == "hook"))
+    with abort_on_exception(comm) if how == "context" else contextlib.nullcontext():
+        if comm.Get_rank() == 1:
+            raise RuntimeError("boom: rank 1 could not compute its gradient")
+        d.step({k: np.ones_like(v) for k, v in p.items()})
     print(f"rank {comm.Get_rank()} was not aborted", flush=True)
 
 
@@ -364,7 +367,7 @@ def main(argv):
     elif scenario == "errors":
         scenario_errors(comm, out)
     elif scenario == "abort":
-        scenario_abort(comm, out)
+        scenario_abort(comm, out, argv[3])
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
 

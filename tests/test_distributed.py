@@ -408,8 +408,9 @@ def test_errors_are_raised_on_every_rank_without_hanging(tmp_path, single_rank):
     assert "on rank 2 in parameter 'b'" in reports[2]["nonfinite"]
 
 
-def test_an_exception_on_one_rank_aborts_the_job_with_its_message(tmp_path, single_rank):
-    proc = run_mpi(3, "abort", str(tmp_path), check=False)
+@pytest.mark.parametrize("how", ["hook", "context"])
+def test_an_exception_on_one_rank_aborts_the_job_with_its_message(how, tmp_path, single_rank):
+    proc = run_mpi(3, "abort", str(tmp_path), how, check=False)
     assert proc.returncode != 0
     assert "RuntimeError: boom: rank 1 could not compute its gradient" in proc.stderr
     assert "uncaught RuntimeError on rank 1 of 3; aborting the MPI job" in proc.stderr
