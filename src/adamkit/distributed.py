@@ -19,7 +19,9 @@ flag and ``weight * loss``, so the total weight, the non-finite decision and the
 the same collective.
 
 * ``shard_state=False``: ``Allreduce`` (sum) of the buffer; every rank divides by the total weight and
-  runs the wrapped optimizer on the averaged gradients. State is replicated.
+  runs the wrapped optimizer on the averaged gradients. State is replicated. The parameters stay
+  bit-identical because every rank receives the same sum (MPICH's and Open MPI's allreduce algorithms
+  combine the same partial sums on every rank; :meth:`DistributedOptimizer.check_synchronized` checks).
 * ``shard_state=True`` (ZeRO stage 1): rank ``r`` owns the ``r``-th of ``P`` contiguous, nearly equal
   parts of each flat vector. ``Reduce_scatter`` (sum) leaves each rank the summed gradients of its part
   only; an inner optimizer of the same class and hyperparameters, built over 1-D views of the rank's
