@@ -11,6 +11,8 @@ from ._optimizers import OPTIMIZERS, SGD, Adagrad, Adam, Adamax, AdamW, NAdam, R
 from ._clip import clip_by_global_norm, global_norm
 from ._minimize import as_scipy_method, minimize
 from ._fit import History, epoch_batches, fit
+from ._problems import PROBLEMS, Problem, Variant, problems
+from ._compare import Method, Results, compare, load_results
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,14 @@ __all__ = [
     "fit",
     "History",
     "epoch_batches",
+    "Problem",
+    "Variant",
+    "PROBLEMS",
+    "problems",
+    "compare",
+    "Results",
+    "Method",
+    "load_results",
 ]
 
 
