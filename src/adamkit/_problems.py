@@ -736,7 +736,7 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
 
 def describe(name: str) -> str:
     """The one-line description of a built-in problem (the first line of its factory's docstring)."""
-    return inspect.getdoc(PROBLEMS[name]).splitlines()[0]
+    return inspect.getdoc(PROBLEMS[name]).splitlines()[0].replace("``", "")
 
 
 def problems(*names: str, quick: bool = False) -> list[Problem]:
