@@ -387,9 +387,12 @@ class _Runner:
                 self.bar.update(1)
         return out
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         if self.pool is not None:
-            self.pool.close()
+            if failed:  # e.g. Ctrl-C: stop the workers now rather than let them finish their runs
+                self.pool.terminate()
+            else:
+                self.pool.close()
             self.pool.join()
 
 
@@ -559,6 +562,7 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
     bar = tqdm(total=len(tuning_jobs) + n_final, desc="adamkit compare", unit="run", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, leave=False)
     runner = _Runner(probs, all_methods, min(jobs, max(1, len(tuning_jobs))), bar)
+    failed = True
     try:
         tuned = runner.run(tuning_jobs)
         tuning = [tuned[j] for j in sorted(tuned, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[2], j[3]))]
@@ -573,8 +577,9 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
         bar.refresh()
         final_jobs.sort(key=lambda j: -grad_cost[probs[j[0]].name] * probs[j[0]].steps)
         finals = runner.run(final_jobs)
+        failed = False
     finally:
-        runner.close()
+        runner.close(failed)
         bar.close()
     final = [finals[j] for j in sorted(finals, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[3]))]
 

@@ -587,6 +587,34 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _tick(v: float, _pos: Any = None) -> str:
+    if v <= 0:
+        return "0"
+    e = math.log10(v)
+    if abs(e - round(e)) < 1e-9:
+        return "1" if round(e) == 0 else f"1e{int(round(e))}"
+    return f"{v:.3g}"
+
+
+def _log(ax, x: bool = True, y: bool = True) -> None:
+    """Log axes with few plain-text major ticks and no minor ticks (fast to draw)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    for on, axis, set_scale in ((x, ax.xaxis, ax.set_xscale), (y, ax.yaxis, ax.set_yscale)):
+        if on:
+            set_scale("log")
+            axis.set_major_locator(LogLocator(base=10, numticks=6))
+            axis.set_major_formatter(FuncFormatter(_tick))
+            axis.set_minor_locator(NullLocator())
+    ax.tick_params(labelsize=7)
+
+
+def _layout(fig, top: float = 0.9, bottom: float = 0.08, hspace: float = 0.45, wspace: float = 0.3,
+            left: float = 0.05, right: float = 0.98) -> None:
+    """Fixed margins: tight_layout measures every tick label and costs seconds on a grid of log axes."""
+    fig.subplots_adjust(left=left, right=right, top=top, bottom=bottom, hspace=hspace, wspace=wspace)
+
+
 def _grid_axes(fig, n: int, cols: int = 4):
     cols = min(cols, n)
     rows = math.ceil(n / cols)
@@ -635,8 +663,7 @@ def plot_curves(res: Any, path: Path) -> Path:
             ax.fill_between(x, _positive(lo, tiny), _positive(hi, tiny), color=_color(m), alpha=0.18, lw=0)
             if m not in labels:
                 labels.append(m)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax)
         ax.set_title(p["name"], fontsize=10)
         ax.set_xlabel("gradient evaluations", fontsize=8)
         ax.set_ylabel("loss - minimum" if floor is not None else "loss", fontsize=8)
@@ -649,7 +676,7 @@ def plot_curves(res: Any, path: Path) -> Path:
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 9), fontsize=8, frameon=False)
     fig.suptitle("Loss at the chosen learning rate: median over seeds, band from min to max; dotted: target",
                  fontsize=10, y=0.005, va="bottom")
-    fig.tight_layout(rect=(0, 0.02, 1, 0.96))
+    _layout(fig, top=0.9, bottom=0.09)
     return _save(fig, path)
 
 
@@ -690,8 +717,7 @@ def plot_lr_sensitivity(res: Any, path: Path) -> Path:
                         ms=11, color=_color(m), mec="k", mew=0.5, ls="none")
             if m not in labels:
                 labels.append(m)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax)
         if finite_all:
             ymax = max(_positive(np.array(finite_all), tiny).max(), tiny)
             for m in p["methods"]:
@@ -707,7 +733,7 @@ def plot_lr_sensitivity(res: Any, path: Path) -> Path:
                frameon=False)
     fig.suptitle("Final loss against learning rate: median over the tuning seeds, bars min to max; star: chosen; "
                  "x at the top: diverged on most seeds", fontsize=10, y=0.005, va="bottom")
-    fig.tight_layout(rect=(0, 0.02, 1, 0.96))
+    _layout(fig, top=0.9, bottom=0.09)
     return _save(fig, path)
 
 
@@ -738,7 +764,7 @@ def plot_tuneability(res: Any, path: Path) -> Path:
     ax.set_title(f"Tuneability: width of the learning-rate range within {res.settings['factor']:g}x of the best "
                  f"(black edge: range reaches the grid's end)", fontsize=9)
     ax.legend(fontsize=7, ncol=min(len(methods), 6), frameon=False)
-    fig.tight_layout()
+    _layout(fig, top=0.9, bottom=0.3, left=0.06)
     return _save(fig, path)
 
 
@@ -766,8 +792,7 @@ def plot_effective_step(res: Any, path: Path) -> Path | None:
         for i in range(e.shape[1]):
             ax.plot(st, e[:, i], color=cmap(norm(h[i])), lw=1)
         ax.axhline(r["lr"], color="k", ls="--", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax)
         ax.set_title(f"{m}, lr {_g(r['lr'], 2)} (seed {r['seed']})", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("effective step per coordinate", fontsize=8)
@@ -779,8 +804,7 @@ def plot_effective_step(res: Any, path: Path) -> Path | None:
     ax.plot(h, 1.0 / h, "k:", lw=1, label="1/h (Newton)")
     if "sgd" in p["methods"] and res.row("quadratic", "sgd")["lr"] is not None:
         ax.axhline(res.row("quadratic", "sgd")["lr"], color=_color("sgd"), ls="--", lw=1, label="sgd lr")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log(ax)
     ax.set_xlabel("curvature h_i", fontsize=8)
     ax.set_title("effective step at the end against curvature", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
@@ -801,14 +825,13 @@ def plot_bias_correction(res: Any, path: Path) -> Path | None:
         ax.plot(t, (1 - 0.9 ** t) / np.sqrt(1 - b2 ** t), color="#d62728", ls=ls,
                 label=f"uncorrected/corrected step, b2={b2}")
     ax.plot(t, 1 / (1 - 0.9 ** t), color="k", lw=1, label="1/(1-0.9^t)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log(ax)
     ax.set_xlabel("step t", fontsize=8)
     ax.set_title("bias-correction factors", fontsize=9)
     ax.legend(fontsize=6, frameon=False)
     ax.tick_params(labelsize=7)
     if not res.has("digits_vae", "adam-b2=.9999", "adam-b2=.9999-nobc"):
-        fig.tight_layout()
+        _layout(fig, top=0.82, bottom=0.14, wspace=0.25, left=0.04)
         return _save(fig, path)
     p = res.problem("digits_vae")
     pairs = [("adam", "adam-nobc", "b2=.999"), ("adam-b2=.9999", "adam-b2=.9999-nobc", "b2=.9999")]
@@ -827,11 +850,11 @@ def plot_bias_correction(res: Any, path: Path) -> Path | None:
             n = min(len(r["first_loss"]) for r in runs)
             ax3.plot(np.arange(1, n + 1), np.median([r["first_loss"][:n] for r in runs], axis=0), color=_color(lab),
                      ls=ls, label=lab)
-    ax2.set_yscale("log")
+    _log(ax2, x=False)
     ax2.set_title(f"first updates: rms(update)/lr at lr {_g(lr, 2)}", fontsize=9)
     ax2.set_xlabel("step", fontsize=8)
     ax2.legend(fontsize=7, frameon=False)
-    ax3.set_yscale("log")
+    _log(ax3, x=False)
     ax3.set_title(f"mini-batch loss, first steps, lr {_g(lr, 2)}", fontsize=9)
     ax3.set_xlabel("step", fontsize=8)
     ax4 = fig.add_subplot(1, 4, 4)
@@ -848,15 +871,14 @@ def plot_bias_correction(res: Any, path: Path) -> Path | None:
     init = [v for v in p["initial_loss"].values() if v is not None]
     if init:
         ax4.axhline(float(np.median(init)), color="k", ls=":", lw=0.8, label="starting loss")
-    ax4.set_xscale("log")
-    ax4.set_yscale("log")
+    _log(ax4)
     ax4.set_xlabel("learning rate", fontsize=8)
     ax4.set_title(f"VAE loss after {p['steps']} steps (x: diverged)", fontsize=9)
     ax4.legend(fontsize=6, frameon=False)
     for a in (ax2, ax3, ax4):
         a.tick_params(labelsize=7)
     fig.suptitle("Bias correction (Kingma & Ba 6.4, scaled down): dashed = without correction", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _layout(fig, top=0.82, bottom=0.14, wspace=0.25, left=0.04)
     return _save(fig, path)
 
 
@@ -876,7 +898,7 @@ def plot_online(res: Any, path: Path) -> Path | None:
         ax.plot(np.maximum(s, 1), med / slope - 1, color=_color(m), label=f"{m} (lr {_g(res.row('online', m)['lr'], 2)})")
         ax.fill_between(np.maximum(s, 1), lo / slope - 1, hi / slope - 1, color=_color(m), alpha=0.15, lw=0)
     ax.axhline(-1, color="k", ls=":", lw=0.8)
-    ax.set_xscale("log")
+    _log(ax, y=False)
     ax.set_xlabel("step t", fontsize=8)
     ax.set_ylabel("x_t", fontsize=8)
     ax.set_title("iterate at the tuned learning rate (optimum x = -1)", fontsize=9)
@@ -891,14 +913,14 @@ def plot_online(res: Any, path: Path) -> Path | None:
                 ys.append(float(np.median(v)))
         ax.plot(xs, ys, marker="o", ms=3, color=_color(m), label=m)
     ax.axhline(-1, color="k", ls=":", lw=0.8)
-    ax.set_xscale("log")
+    _log(ax, y=False)
     ax.set_xlabel("learning rate (lr/sqrt(t))", fontsize=8)
     ax.set_ylabel(f"final x after {p['steps']} steps", fontsize=8)
     ax.set_title("final iterate against learning rate", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     fig.suptitle(f"Reddi et al.'s online problem, C = {p['info'].get('C', 3.0):g}; '-reddi': beta1 = 0, "
                  f"beta2 = {p['info'].get('reddi_betas', [0, 0.1])[1]:.3g}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    _layout(fig, top=0.82, bottom=0.14, wspace=0.2, left=0.06)
     return _save(fig, path)
 
 
@@ -918,8 +940,7 @@ def plot_adagrad_steps(res: Any, path: Path) -> Path | None:
             s, med, lo, hi = b
             ax.plot(s, med, color=_color(m), label=m)
             ax.fill_between(s, lo, hi, color=_color(m), alpha=0.15, lw=0)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -927,7 +948,7 @@ def plot_adagrad_steps(res: Any, path: Path) -> Path | None:
                loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Median effective step lr/(sqrt(accumulator)+eps) over coordinates, at the tuned learning rate",
                  fontsize=10, y=0.005, va="bottom")
-    fig.tight_layout(rect=(0, 0.02, 1, 0.95))
+    _layout(fig, top=0.9, bottom=0.09)
     return _save(fig, path)
 
 
