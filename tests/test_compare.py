@@ -123,6 +123,25 @@ def test_evals_to_target_is_exact_on_a_deterministic_problem():
     assert rec["curve_steps"][0] == 0 and rec["curve"][0] == 0.5 and rec["curve_steps"][-1] == 10
 
 
+def test_evals_to_target_is_exact_with_a_full_loss():
+    # a stochastic problem whose objective is only evaluated at checkpoints: the step is still exact
+    h = np.array([1.0, 4.0])
+    p = ak.Problem("nq", lambda rng: np.array([3.0, 3.0]),
+                   lambda x, rng: (0.0, h * x + 0.3 * rng.standard_normal(2)), 200, stochastic=True,
+                   full_loss=lambda x: 0.5 * float(x @ (h * x)), target=0.05)
+    rec = run_one(p, parse_method("sgd"), 0.02, 0, detail=True, checkpoints=20)
+    rng = _compare._rng(0, "nq")
+    x = p.init(rng)
+    opt = ak.SGD(x, lr=0.02)
+    first = None
+    for t in range(1, 201):
+        opt.step(p.loss_and_grad(x, rng)[1])
+        if first is None and p.full_loss(x) <= 0.05:
+            first = t
+    assert first is not None and rec["evals_to_target"] == first
+    assert len(rec["curve"]) < 40  # the objective was not evaluated at every step
+
+
 def test_stochastic_final_loss_is_the_mean_of_the_last_steps():
     p = noisy(steps=40)
     rec = run_one(p, parse_method("sgd"), 0.0 + 1e-12, 0)  # no movement: the mean of the last 2 sampled losses

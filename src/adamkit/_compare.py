@@ -154,10 +154,6 @@ def _checkpoints(steps: int, n: int = 80) -> list[int]:
     return sorted(set(geo.tolist()) | set(lin.tolist()) | {0, steps})
 
 
-def _leaves(params: Any) -> list[np.ndarray]:
-    return _tree.flatten(params)[0]
-
-
 def effective_steps(opt: Any, method: Method, lr: float) -> np.ndarray | None:
     """Per-coordinate effective step size of the step just taken, flattened over all parameters.
 
@@ -170,10 +166,12 @@ def effective_steps(opt: Any, method: Method, lr: float) -> np.ndarray | None:
     name = method.optimizer
     hp = opt.param_groups[0]
     t = opt.step_count
-    state = opt.state
+    try:
+        state = opt.state  # live views, no copy
+    except AttributeError:  # pragma: no cover - older cores: the documented state_dict
+        state = opt.state_dict()["state"]
     out = []
-    for leaf in opt.names:
-        s = state[leaf]
+    for s in state.values():
         if name in ("adam", "adamw", "nadam", "radam"):
             v = s["max_exp_avg_sq"] if hp.get("amsgrad") else s["exp_avg_sq"]
             bc2 = 1.0 - hp["betas"][1] ** t if hp.get("bias_correction", True) else 1.0
@@ -200,9 +198,11 @@ def run_one(problem: Problem, method: Method, lr: float, seed: int, detail: bool
 
     Returns a record: ``status`` (``"ok"``, ``"diverged"`` or ``"error"``), ``final_loss`` (None unless
     ok), ``metrics``, ``steps_done``, ``message``, ``seconds``; with ``detail`` also the loss curve
-    (``curve_steps``, ``curve``, about ``checkpoints`` points), ``evals_to_target`` (resolved to the
-    checkpoints when the objective is ``full_loss``, exact otherwise) and effective step sizes; for a
-    traced problem the first steps' update sizes and losses.
+    (``curve_steps``, ``curve``, about ``checkpoints`` points), ``evals_to_target`` (the first step whose
+    objective is at most the target; with ``full_loss`` the objective is evaluated at the checkpoints and,
+    once one reaches the target, at every step since the previous one, so a dip below the target that is
+    over by the next checkpoint goes unseen) and effective step sizes; for a traced problem the first
+    steps' update sizes and losses.
     """
     rec: dict[str, Any] = {"problem": problem.name, "method": method.label, "lr": float(lr), "seed": int(seed),
                            "status": "ok", "final_loss": None, "metrics": {}, "steps_done": 0, "message": ""}
@@ -234,7 +234,10 @@ def run_one(problem: Problem, method: Method, lr: float, seed: int, detail: bool
             lr_arg = problem.schedule(lr) if problem.schedule is not None else lr
             lr_at = lr_arg if callable(lr_arg) else (lambda count: lr)
             opt = method.build(params, lr_arg)
-            leaves = _leaves(params)
+            leaves, _, treedef = _tree.flatten(params)
+            # snapshots since the last checkpoint, to find the exact step the objective reaches the target
+            snap = detail and full is not None and target is not None
+            snaps: list[tuple[int, list[np.ndarray]]] = []
             if detail and full is not None:
                 v0 = float(full(params))
                 curve_steps.append(0)
@@ -271,6 +274,8 @@ def run_one(problem: Problem, method: Method, lr: float, seed: int, detail: bool
                     sq = sum(float(np.sum((p - b) ** 2)) for p, b in zip(leaves, before))
                     n = sum(p.size for p in leaves)
                     first_upd.append(math.sqrt(sq / n))
+                if snap and t not in ckpts:
+                    snaps.append((t, [p.copy() for p in leaves]))
                 if t in ckpts:
                     if full is not None:
                         v = float(full(params))
@@ -280,6 +285,12 @@ def run_one(problem: Problem, method: Method, lr: float, seed: int, detail: bool
                         curve.append(v)
                         if target is not None and hit is None and v <= target:
                             hit = t
+                            for s_, copies in snaps:  # the first step in between that reached it
+                                if float(full(treedef.unflatten(copies))) <= target:
+                                    hit = s_
+                                    break
+                            snap = False
+                        snaps = []
                     elif not det:
                         curve_steps.append(t)
                         curve.append(float(np.mean(block)))
@@ -885,11 +896,12 @@ class Results:
             raise ValueError(f"fmt={fmt!r}: expected 'text' or 'markdown'")
         return results_table(self, fmt)
 
-    def plot(self, directory: str | Path) -> list[Path]:
-        """Write the PNG figures into ``directory`` (created if needed); returns their paths."""
+    def plot(self, directory: str | Path, jobs: int | None = None) -> list[Path]:
+        """Write the PNG figures into ``directory`` (created if needed), drawn by ``jobs`` processes
+        (default: the usable cores); returns their paths."""
         from ._report import plot_all
 
-        return plot_all(self, Path(directory))
+        return plot_all(self, Path(directory), jobs)
 
     def claims(self) -> list[Any]:
         """The seed notes' eight claims, each with its experiment, numbers and verdict (see ``_report``)."""
@@ -897,13 +909,13 @@ class Results:
 
         return evaluate_claims(self)
 
-    def report(self, directory: str | Path) -> Path:
+    def report(self, directory: str | Path, jobs: int | None = None) -> Path:
         """Write the whole report into ``directory``: plots, ``table.txt``, ``table.md``,
         ``results.json``, ``claims.json``, ``report.md`` and a self-contained ``report.html``.
         Returns the path of ``report.html``."""
         from ._report import write_report
 
-        return write_report(self, Path(directory))
+        return write_report(self, Path(directory), jobs)
 
     def to_dict(self) -> dict:
         return _jsonable({"settings": self.settings, "problems": self.problems, "methods": self.methods,

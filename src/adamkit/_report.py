@@ -367,12 +367,17 @@ def _claim4(res: Any) -> Claim:
     ratio = float(np.median(list(pairs.values()))) if pairs else None
     nums["median_ratio_equal_effective_step"] = ratio
     c.verdict = HOLDS if _clearly_less(m, s) else FAILS
+    if ratio is None:
+        same = "no grid pair had both runs finite."
+    elif ratio < 0.8:
+        same = "lower with momentum."
+    elif ratio > 1.25:
+        same = "higher with momentum."
+    else:
+        same = "about the same: averaging about 1/(1-beta) gradients does not by itself lower the noise floor, which the effective step sets."
     c.summary = (f"Tuned: SGD+momentum {_pm(m['mean'], m['sd'])} (lr {_g(m['lr'], 2)}) against SGD "
                  f"{_pm(s['mean'], s['sd'])} (lr {_g(s['lr'], 2)}). At equal effective step lr/(1-beta), momentum's "
-                 f"median final loss is {_g(ratio, 3)} times SGD's (median over {len(pairs)} grid pairs): "
-                 + ("averaging over about 1/(1-beta) gradients does not lower the noise floor by itself; "
-                    "the step size sets it." if ratio is not None and ratio > 0.8 else
-                    "momentum lowers the loss at the same effective step." if ratio is not None else ""))
+                 f"median final loss is {_g(ratio, 3)} times SGD's (median over {len(pairs)} grid pairs): " + same)
     c.numbers = nums
     c.figures = ["lr_sensitivity.png", "loss_curves.png"]
     return c
@@ -952,19 +957,45 @@ def plot_adagrad_steps(res: Any, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_all(res: Any, directory: Path) -> list[Path]:
-    """Every figure that the results allow, as PNG files in ``directory``."""
+FIGURES = (("loss_curves.png", plot_curves), ("lr_sensitivity.png", plot_lr_sensitivity),
+           ("tuneability.png", plot_tuneability), ("effective_step.png", plot_effective_step),
+           ("bias_correction.png", plot_bias_correction), ("online.png", plot_online),
+           ("adagrad_steps.png", plot_adagrad_steps))
+_PLOTTING: dict[str, Any] = {}
+
+
+def _plot_one(i: int) -> Path | None:
+    name, fn = FIGURES[i]
+    return fn(_PLOTTING["res"], _PLOTTING["dir"] / name)
+
+
+def plot_all(res: Any, directory: Path, jobs: int | None = None) -> list[Path]:
+    """Every figure that the results allow, as PNG files in ``directory``; drawn by ``jobs`` processes
+    (default: the usable cores). A figure of ours left over from an earlier run that these results do not
+    allow is removed, so the directory never mixes runs."""
+    from ._compare import default_jobs
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    out = []
-    for fn, name in ((plot_curves, "loss_curves.png"), (plot_lr_sensitivity, "lr_sensitivity.png"),
-                     (plot_tuneability, "tuneability.png"), (plot_effective_step, "effective_step.png"),
-                     (plot_bias_correction, "bias_correction.png"), (plot_online, "online.png"),
-                     (plot_adagrad_steps, "adagrad_steps.png")):
-        path = fn(res, directory / name)
-        if path is not None:
-            out.append(path)
-    return out
+    _PLOTTING.update(res=res, dir=directory)
+    jobs = default_jobs() if jobs is None else jobs
+    order = list(range(len(FIGURES)))
+    paths: list[Path | None]
+    if jobs > 1:
+        import multiprocessing as mp
+
+        try:
+            with mp.get_context("fork").Pool(min(jobs, len(order))) as pool:
+                paths = pool.map(_plot_one, order, chunksize=1)
+        except ValueError:  # pragma: no cover - no fork on this platform
+            paths = [_plot_one(i) for i in order]
+    else:
+        paths = [_plot_one(i) for i in order]
+    _PLOTTING.clear()
+    for (name, _), p in zip(FIGURES, paths):
+        if p is None and (directory / name).exists():
+            (directory / name).unlink()
+    return [p for p in paths if p is not None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1003,9 +1034,9 @@ def _blocks(res: Any, claims: list[Claim], figures: list[Path]) -> list[tuple[st
         b.append(("p", f"Experiment: {c.experiment}"))
         b.append(("p", f"Rule: {c.rule}"))
         b.append(("p", f"Measured: {c.summary}"))
-        for f in c.figures:
-            if f in names:
-                b.append(("ref", f))
+        refs = [f for f in c.figures if f in names]
+        if refs:
+            b.append(("ref", refs))
     b.append(("h2", "Results"))
     b.append(("pre", res.table("text")))
     fails = res.failures()
@@ -1054,7 +1085,7 @@ def _md(blocks: list[tuple[str, Any]]) -> str:
         elif kind == "pre":
             out.append("```\n" + x + "\n```\n")
         elif kind == "ref":
-            out.append(f"See [{x}]({x}).\n")
+            out.append("Figures: " + ", ".join(f"[{f}]({f})" for f in x) + ".\n")
         elif kind == "img":
             out.append(f"![{x[1]}]({x[0]})\n\n*{x[1]}*\n")
         elif kind == "table":
@@ -1094,7 +1125,7 @@ def _html(blocks: list[tuple[str, Any]], directory: Path) -> str:
         elif kind == "pre":
             out.append(f"<pre>{e(x)}</pre>")
         elif kind == "ref":
-            out.append(f"<p>See the figure <a href='#{e(x)}'>{e(x)}</a>.</p>")
+            out.append("<p>Figures: " + ", ".join(f"<a href='#{e(f)}'>{e(f)}</a>" for f in x) + ".</p>")
         elif kind == "img":
             data = base64.b64encode((directory / x[0]).read_bytes()).decode("ascii")
             out.append(f"<figure id='{e(x[0])}'><img alt='{e(x[1])}' src='data:image/png;base64,{data}'>"
@@ -1108,11 +1139,11 @@ def _html(blocks: list[tuple[str, Any]], directory: Path) -> str:
     return "\n".join(out)
 
 
-def write_report(res: Any, directory: Path) -> Path:
+def write_report(res: Any, directory: Path, jobs: int | None = None) -> Path:
     """Write the report directory; returns the path of ``report.html``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    figures = plot_all(res, directory)
+    figures = plot_all(res, directory, jobs)
     claims = evaluate_claims(res)
     res.to_json(directory / "results.json")
     (directory / "claims.json").write_text(json.dumps([_clean(c.to_dict()) for c in claims], indent=1, allow_nan=False))

@@ -203,7 +203,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                       variants=not args.no_variants, factor=args.factor, quick=args.quick,
                       progress=not args.no_progress)
     print(res.table("text"))
-    html = res.report(out)
+    html = res.report(out, jobs=args.jobs)
     _print_claims(res)
     fails = res.failures()
     print(f"\n{len(res.tuning) + len(res.final)} runs ({len(fails)} diverged or failed, recorded) in "
