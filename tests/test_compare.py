@@ -324,3 +324,14 @@ def test_parse_method_forms():
     assert parse_method(("mine", "rmsprop", {"alpha": 0.9})).optimizer == "rmsprop"
     with pytest.raises(ValueError, match="expected a name"):
         parse_method("adam(0.1)")
+
+
+def test_thread_settings_are_restored():
+    # compare runs single-threaded BLAS / Numba inside, and must give the caller its settings back
+    numba = pytest.importorskip("numba")
+    from threadpoolctl import threadpool_info
+
+    before = (numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()])
+    ak.compare([quad()], ["sgd"], seeds=3, jobs=1, progress=False)
+    assert (numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]) == before
+    assert _compare._WORK == {}  # no problem data kept alive

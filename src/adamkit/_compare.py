@@ -33,10 +33,11 @@ import sys
 import time
 import warnings
 import zlib
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -344,23 +345,37 @@ _WORK: dict[str, Any] = {}
 
 
 def _worker_init() -> None:
-    _limit_threads()
+    _WORK["threads"] = _one_thread()
+    _WORK["threads"].__enter__()  # for the life of the worker
 
 
-def _limit_threads() -> None:
-    """One BLAS / Numba thread per process: the work is many small runs, spread over processes."""
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One BLAS and one Numba thread while comparing (the work is many small runs, spread over
+    processes); the previous settings are restored afterwards."""
+    stack = ExitStack()
+    previous = None
     try:
         from threadpoolctl import threadpool_limits
 
-        _WORK["limits"] = threadpool_limits(1)
+        stack.enter_context(threadpool_limits(1))
     except Exception:  # pragma: no cover - threadpoolctl ships with scikit-learn
         pass
     try:
         import numba
 
+        previous = numba.get_num_threads()
         numba.set_num_threads(1)
     except Exception:  # pragma: no cover
-        pass
+        previous = None
+    try:
+        yield
+    finally:
+        stack.close()
+        if previous is not None:
+            import numba
+
+            numba.set_num_threads(previous)
 
 
 def _task(job: tuple[int, int, float, int, bool]) -> tuple[tuple, dict]:
@@ -553,46 +568,51 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
                 idx.append(len(all_methods) - 1)
         per_problem[p.name] = idx
 
-    _limit_threads()
-    grad_cost, ckpts = {}, {}
-    for p in probs:
-        grad_cost[p.name], full_cost = _dry_check(p, [all_methods[i] for i in per_problem[p.name]])
-        # evaluating full_loss at the checkpoints should cost at most about half the run
-        ckpts[p.name] = int(min(80, max(20, 0.5 * p.steps * (grad_cost[p.name] + 3e-5) / max(full_cost, 1e-9))))
-    _WORK["checkpoints"] = ckpts
-
-    tseeds = seed_list[:tune_seeds]
-    tuning_jobs = [(pi, mi, lr, s, False) for pi, p in enumerate(probs) for mi in per_problem[p.name]
-                   for lr in grids[p.name] for s in tseeds]
-    # the most expensive first, so that the processes finish together
-    tuning_jobs.sort(key=lambda j: -grad_cost[probs[j[0]].name] * probs[j[0]].steps)
-    n_final = sum(len(per_problem[p.name]) for p in probs) * len(seed_list)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tuning_jobs) + n_final, desc="adamkit compare", unit="run", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True, leave=False)
-    runner = _Runner(probs, all_methods, min(jobs, max(1, len(tuning_jobs))), bar)
-    failed = True
+    threads = _one_thread()
+    threads.__enter__()
     try:
-        tuned = runner.run(tuning_jobs)
-        tuning = [tuned[j] for j in sorted(tuned, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[2], j[3]))]
-        chosen = _select_all(tuning, [p.name for p in probs], {p.name: [all_methods[i].label for i in per_problem[p.name]] for p in probs})
-        final_jobs = []
-        for pi, p in enumerate(probs):
-            for mi in per_problem[p.name]:
-                lr = chosen.get((p.name, all_methods[mi].label))
-                if lr is not None:
-                    final_jobs += [(pi, mi, lr, s, True) for s in seed_list]
-        bar.total = len(tuning_jobs) + len(final_jobs)
-        bar.refresh()
-        final_jobs.sort(key=lambda j: -grad_cost[probs[j[0]].name] * probs[j[0]].steps)
-        finals = runner.run(final_jobs)
-        failed = False
+        grad_cost, ckpts = {}, {}
+        for p in probs:
+            grad_cost[p.name], full_cost = _dry_check(p, [all_methods[i] for i in per_problem[p.name]])
+            # evaluating full_loss at the checkpoints should cost at most about half the run
+            ckpts[p.name] = int(min(80, max(20, 0.5 * p.steps * (grad_cost[p.name] + 3e-5) / max(full_cost, 1e-9))))
+        _WORK["checkpoints"] = ckpts
+
+        tseeds = seed_list[:tune_seeds]
+        tuning_jobs = [(pi, mi, lr, s, False) for pi, p in enumerate(probs) for mi in per_problem[p.name]
+                       for lr in grids[p.name] for s in tseeds]
+        # the most expensive first, so that the processes finish together
+        tuning_jobs.sort(key=lambda j: -grad_cost[probs[j[0]].name] * probs[j[0]].steps)
+        n_final = sum(len(per_problem[p.name]) for p in probs) * len(seed_list)
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tuning_jobs) + n_final, desc="adamkit compare", unit="run", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True, leave=False)
+        runner = _Runner(probs, all_methods, min(jobs, max(1, len(tuning_jobs))), bar)
+        failed = True
+        try:
+            tuned = runner.run(tuning_jobs)
+            tuning = [tuned[j] for j in sorted(tuned, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[2], j[3]))]
+            chosen = _select_all(tuning, [p.name for p in probs], {p.name: [all_methods[i].label for i in per_problem[p.name]] for p in probs})
+            final_jobs = []
+            for pi, p in enumerate(probs):
+                for mi in per_problem[p.name]:
+                    lr = chosen.get((p.name, all_methods[mi].label))
+                    if lr is not None:
+                        final_jobs += [(pi, mi, lr, s, True) for s in seed_list]
+            bar.total = len(tuning_jobs) + len(final_jobs)
+            bar.refresh()
+            final_jobs.sort(key=lambda j: -grad_cost[probs[j[0]].name] * probs[j[0]].steps)
+            finals = runner.run(final_jobs)
+            failed = False
+        finally:
+            runner.close(failed)
+            bar.close()
+        final = [finals[j] for j in sorted(finals, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[3]))]
     finally:
-        runner.close(failed)
-        bar.close()
-    final = [finals[j] for j in sorted(finals, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[3]))]
+        threads.__exit__(None, None, None)
+        _WORK.clear()
 
     notes = []
     if tune_seeds < 3:
