@@ -324,8 +324,6 @@ def test_save_checks_the_path(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="design question: a state_dict lacking a top-level entry ('param_groups', "
-                   "'group_state', 'state') or a group's 'names' raises a bare KeyError, not the clear ValueError")
 @pytest.mark.parametrize("key", ["param_groups", "group_state", "state", "names"])
 def test_state_dict_lacking_an_entry(key):
     params, target = _target(REGISTRY[3])

@@ -144,7 +144,8 @@ class _Bucket:
 class _Group:
     """One parameter group: its user-facing dict, its leaves and buckets, and its scalar state."""
 
-    __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "scalars", "_seen", "_hp")
+    __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "scalars", "grads_name", "_seen", "_hp",
+                 "_slots_ok")
 
     def __init__(self, spec: dict, treedef: _tree.TreeDef, leaves: list[np.ndarray], names: list[str],
                  fused: bool):
@@ -158,6 +159,8 @@ class _Group:
         self.buckets = [_Bucket(dt, idx, [leaves[i] for i in idx], [names[i] for i in idx], fu)
                         for (dt, fu), idx in by_kind.items()]
         self.scalars: dict[str, Any] = {}
+        self.grads_name = "grads"  # how error messages name this group's gradients
+        self._slots_ok = True  # False when a changed configuration may need a new state slot
         self._seen: tuple | None = None
         self._hp: dict[str, Any] = {}
 
@@ -241,6 +244,8 @@ class Optimizer:
                 _check_param(name, p)
             self.param_groups.append(group)
             self._groups.append(_Group(group, treedef, leaves, names, fused))
+            if self._grouped:
+                self._groups[-1].grads_name = f"grads[{gi}]"
         all_leaves = [p for g in self._groups for p in g.leaves]
         all_names = [n for g in self._groups for n in g.names]
         _check_distinct(all_leaves, all_names)
@@ -282,9 +287,9 @@ class Optimizer:
                 raise ValueError(f"param group: unknown hyperparameter(s) {unknown}; "
                                  f"{type(self).__name__} accepts {', '.join(self.defaults)}")
             g._hp = self.validate({**{k: spec[k] for k in self.defaults}, **self.fixed})
-            g._seen = seen
-            if g.scalars:  # after construction: a changed configuration may need a new slot (amsgrad=True)
-                self._ensure_slots(g, g._hp)
+            # a snapshot: a list changed in place (betas[0] = ...) must compare unequal next time
+            g._seen = None if seen is None else tuple(list(v) if isinstance(v, list) else v for v in seen)
+            g._slots_ok = False  # a changed configuration may need a new slot (amsgrad=True): see step
         return g._hp
 
     # ---- the step ---------------------------------------------------------------------------------
@@ -308,7 +313,7 @@ class Optimizer:
         plans = []
         for g, gg in zip(groups, per_group):
             hp = self._hyperparameters(g)
-            gl = g.treedef.flatten_like(gg, "grads")
+            gl = g.treedef.flatten_like(gg, g.grads_name)
             for i, (p, x) in enumerate(zip(g.leaves, gl)):
                 if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
                     gl[i] = _coerce_grad(g.names[i], p, x)
@@ -337,6 +342,9 @@ class Optimizer:
 
         kernel = self.fused_kernel
         for g, hp, work in plans:
+            if not g._slots_ok:
+                self._ensure_slots(g, hp)
+                g._slots_ok = True
             t = g.scalars["step"] + 1
             c = self.constants(hp, t, g.scalars)
             c.update(hp)
@@ -415,6 +423,12 @@ class Optimizer:
             raise ValueError(f"state_dict is for optimizer {sd['optimizer']!r}; this optimizer is {kind!r}")
         if sd.get("format") != _FORMAT_VERSION:
             raise ValueError(f"state_dict format {sd.get('format')!r}: expected {_FORMAT_VERSION}")
+        lacking = [k for k in ("param_groups", "group_state", "state") if k not in sd]
+        lacking += [f"param_groups[{i}]['names']" for i, pg in enumerate(sd.get("param_groups", ()))
+                    if not isinstance(pg, dict) or "names" not in pg]
+        if lacking:
+            raise ValueError(f"state_dict lacks {', '.join(map(repr, lacking))}; expected a dict made by "
+                             f"Optimizer.state_dict()")
         pgs, gstates, state = sd["param_groups"], sd["group_state"], sd["state"]
         if len(pgs) != len(self._groups) or len(gstates) != len(self._groups):
             raise ValueError(f"state_dict has {len(pgs)} parameter groups; this optimizer has {len(self._groups)}")
