@@ -206,3 +206,23 @@ def test_user_subclass_overriding_the_rule_never_runs_a_stale_kernel():
     p = np.ones(4)
     Halved(p, lr=1.0).step(np.ones(4))
     np.testing.assert_array_equal(p, 0.5)
+
+
+def test_gradients_packed_in_one_buffer_are_read_in_place(monkeypatch):
+    """Gradients that are consecutive views of one buffer (as the distributed layer hands them over) are
+    not copied; anything else is gathered. Both give the reference result."""
+    rng = np.random.default_rng(4)
+    shapes = [(3, 4), (), (5,)]
+    init = [rng.standard_normal(s) for s in shapes]
+    fused, pa, ref, pb = _pair("adam", {}, lambda: [x.copy() for x in init], monkeypatch)
+    bucket = fused._groups[0].buckets[0]
+    buf = rng.standard_normal(1 + 12 + 1 + 5 + 1)
+    packed = [buf[1:13].reshape(3, 4), buf[13:14].reshape(()), buf[14:19]]
+    assert np.shares_memory(bucket.gather(packed), buf)
+    shuffled = [packed[0], buf[14:15].reshape(()), buf[15:20]]  # not in the bucket's layout
+    assert not np.shares_memory(bucket.gather(shuffled), buf)
+    for grads in (packed, shuffled, [g.copy() for g in packed]):
+        fused.step(grads)
+        ref.step(grads)
+    for a, b in zip(pa, pb):
+        _assert_close(a, b, np.float64)

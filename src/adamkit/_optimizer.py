@@ -123,7 +123,23 @@ class _Bucket:
         if self.gbuf is None:
             g = grads[0]
             return (g if g.flags.c_contiguous else np.ascontiguousarray(g)).reshape(-1)
-        return np.concatenate(grads, axis=None, out=self.gbuf)
+        packed = self._packed_view(grads)
+        return packed if packed is not None else np.concatenate(grads, axis=None, out=self.gbuf)
+
+    def _packed_view(self, grads: list[np.ndarray]) -> np.ndarray | None:
+        """When the gradients already lie back to back in one buffer in this bucket's order (as
+        ``DistributedOptimizer`` hands them over), that buffer's slice; else None (then they are copied)."""
+        base = grads[0].base
+        if type(base) is not np.ndarray or base.ndim != 1 or base.dtype != self.dtype or not base.flags.c_contiguous:
+            return None
+        item = self.dtype.itemsize
+        start = grads[0].__array_interface__["data"][0]
+        for x, off in zip(grads, self.offsets):
+            if (x.base is not base or not x.flags.c_contiguous
+                    or x.__array_interface__["data"][0] != start + int(off) * item):
+                return None
+        first = (start - base.__array_interface__["data"][0]) // item
+        return base[first:first + self.size]
 
     def first_nonfinite(self, grads: Any) -> str | None:
         """The name of the first leaf whose gradient has a NaN or an infinity, or None."""
