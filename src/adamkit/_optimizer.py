@@ -593,19 +593,21 @@ def _check_distinct(leaves: list[np.ndarray], names: list[str]) -> None:
         active.append((lo, hi, p, n))
 
 
-def _coerce_grad(name: str, p: np.ndarray, g: Any) -> np.ndarray:
-    """Check one gradient against its parameter; return it as a float array of the parameter's dtype."""
+def _coerce_grad(name: str, p: np.ndarray, g: Any, prefix: str = "") -> np.ndarray:
+    """Check one gradient against its parameter; return it as a float array of the parameter's dtype.
+
+    ``prefix`` starts the error messages (the distributed layer names its argument there).
+    """
+    what = f"{prefix}gradient for parameter {name!r}"
     if not isinstance(g, np.ndarray):
         if isinstance(g, (numbers.Real, np.generic)) and not isinstance(g, (bool, np.bool_)):
             g = np.asarray(g)
         else:
-            raise TypeError(f"gradient for parameter {name!r}: expected a float array of shape {p.shape}, "
-                            f"got {type(g).__name__}")
+            raise TypeError(f"{what}: expected a float array of shape {p.shape}, got {type(g).__name__}")
     if g.dtype.kind != "f":
-        raise TypeError(f"gradient for parameter {name!r}: expected a real floating-point array, "
-                        f"got dtype {g.dtype}")
+        raise TypeError(f"{what}: expected a real floating-point array, got dtype {g.dtype}")
     if g.shape != p.shape:
-        raise ValueError(f"gradient for parameter {name!r}: expected shape {p.shape}, got shape {g.shape}")
+        raise ValueError(f"{what}: expected shape {p.shape}, got shape {g.shape}")
     if g.dtype != p.dtype:
         with np.errstate(over="ignore"):
             g = g.astype(p.dtype)

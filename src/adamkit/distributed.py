@@ -60,7 +60,7 @@ import numpy as np
 
 from . import _checkpoint, _tree
 from ._clip import global_norm
-from ._optimizer import Optimizer, state_dict_from_files
+from ._optimizer import Optimizer, _coerce_grad, state_dict_from_files
 
 __all__ = ["DistributedOptimizer", "ReducedGradients", "as_distributed", "install_excepthook", "abort_on_exception", "split_evenly", "mpi"]
 
@@ -695,22 +695,8 @@ class DistributedOptimizer:
         for td, gg in zip(self._treedefs, per_group):
             out.extend([gg] if td.kind == "leaf" else td.flatten_like(gg, "local_grads"))
         for k, (p, x) in enumerate(zip(self._leaves, out)):
-            if not isinstance(x, np.ndarray):
-                if isinstance(x, (numbers.Real, np.generic)) and not isinstance(x, (bool, np.bool_)):
-                    x = np.asarray(x)
-                else:
-                    raise TypeError(f"local_grads: gradient for parameter {self.names[k]!r}: expected a float "
-                                    f"array of shape {p.shape}, got {type(x).__name__}")
-            if x.dtype.kind != "f":
-                raise TypeError(f"local_grads: gradient for parameter {self.names[k]!r}: expected a real "
-                                f"floating-point array, got dtype {x.dtype}")
-            if x.shape != p.shape:
-                raise ValueError(f"local_grads: gradient for parameter {self.names[k]!r}: expected shape {p.shape}, "
-                                 f"got shape {x.shape}")
-            if x.dtype != p.dtype:
-                with np.errstate(over="ignore"):
-                    x = x.astype(p.dtype)
-            out[k] = x
+            if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
+                out[k] = _coerce_grad(self.names[k], p, x, prefix="local_grads: ")
         return out
 
     def _pack_params(self, f: _Flat, buf: np.ndarray, own_only: bool = False) -> None:
