@@ -17,6 +17,11 @@ Large leaves are split into chunks of ``CHUNK`` elements so that threads share t
 than ``PARALLEL_MIN`` elements run on the calling thread (no thread wake-up). On this 2-core machine
 this makes 2,000 arrays of 500 elements cost about what one array of 1e6 costs plus the gather.
 
+Each optimizer has an inline element loop (``_adam``) and a driver (``adam``) that walks the work
+items, on all threads (``prange``) or on the calling one. The drivers look alike on purpose: Numba's
+disk cache does not keep functions that take other jitted functions as arguments or close over them
+(measured: they compile again in every process), so each driver names its loop directly.
+
 ``ADAMKIT_NO_NUMBA=1`` in the environment (read when an optimizer is built) forces the NumPy
 reference path, for debugging and for tests. Without Numba the reference path is used as well.
 Compiled kernels are cached on disk (``cache=True``), so a second process does not compile again.
