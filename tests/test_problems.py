@@ -25,6 +25,16 @@ def test_gradient_matches_finite_differences(built, name):
         assert err < 1e-4, f"{name}: relative gradient error {err:.2e} (seed {seed})"
 
 
+@pytest.mark.parametrize("make", [
+    lambda: _problems.digits_mlp(l2=1e-3, hidden=16, quick=True),
+    lambda: _problems.ridge(lam=0.5, quick=True),
+    lambda: _problems.online(C=5.0, quick=True),
+    lambda: _problems.digits_vae(latent=2, hidden=8, quick=True),
+])
+def test_gradient_with_other_options(make):
+    assert make().check_gradient(seed=2) < 1e-4
+
+
 def test_check_gradient_catches_a_wrong_gradient():
     p = ak.Problem("bad", lambda rng: np.ones(3), lambda x, rng: (float(x @ x), 1.9 * x), steps=1)
     assert p.check_gradient() > 0.01

@@ -334,7 +334,7 @@ def _claim3(res: Any) -> Claim:
 
     def acc(x):
         m = x["metrics"]
-        return f"test accuracy {_g(m.get('test_accuracy'), 3)}, on documents with an informative word {_g(m.get('test_accuracy_informative_docs'), 3)}"
+        return f"test accuracy {_g(m.get('test_accuracy'), 3)}, on documents with an informative word {_g(m.get('test_accuracy_rare'), 3)}"
 
     c.summary = (f"Final training loss: Adam {_pm(a['mean'], a['sd'])}, AdaGrad {_pm(g['mean'], g['sd'])}, SGD "
                  f"{_pm(s['mean'], s['sd'])} (Adam/AdaGrad = {_g(nums['adam_over_adagrad'], 3)}). Adam: {acc(a)}; "
