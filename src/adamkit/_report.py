@@ -588,17 +588,28 @@ def _figure(w: float, h: float):
 
 
 def _save(fig, path: Path) -> Path:
+    from matplotlib.ticker import LogLocator
+
+    for ax in fig.axes:  # a log axis holding fewer than two powers of ten gets 1-2-5 ticks
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() == "log" and min(lim) > 0:
+                lo, hi = math.log10(min(lim)), math.log10(max(lim))
+                if math.floor(hi) - math.ceil(lo) + 1 < 2:
+                    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     fig.savefig(path, format="png")
     return path
 
 
 def _tick(v: float, _pos: Any = None) -> str:
+    """Plain tick labels: 0.01, 0.5, 20, 1000, and 1e-5 / 1e6 beyond."""
     if v <= 0:
         return "0"
+    if 1e-3 <= v < 1e4:
+        return f"{v:.3g}"
     e = math.log10(v)
     if abs(e - round(e)) < 1e-9:
-        return "1" if round(e) == 0 else f"1e{int(round(e))}"
-    return f"{v:.3g}"
+        return f"1e{int(round(e))}"
+    return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
 
 
 def _log(ax, x: bool = True, y: bool = True) -> None:
@@ -786,11 +797,13 @@ def plot_effective_step(res: Any, path: Path) -> Path | None:
     from matplotlib import cm
     from matplotlib.colors import LogNorm
 
-    fig = _figure(4.2 * (len(methods) + 1), 3.6)
+    k_n = len(methods)
+    fig = _figure(4.0 * k_n + 5.5, 3.8)
+    gs = fig.add_gridspec(1, k_n + 2, width_ratios=[1.0] * k_n + [0.05, 1.15])
     norm = LogNorm(h.min(), h.max())
     cmap = cm.viridis
     for k, m in enumerate(methods):
-        ax = fig.add_subplot(1, len(methods) + 1, k + 1)
+        ax = fig.add_subplot(gs[0, k])
         r = have[m][0]
         st = np.asarray(r["eff_steps"], dtype=float)
         e = np.asarray(r["eff_coords"], dtype=float)
@@ -800,9 +813,19 @@ def plot_effective_step(res: Any, path: Path) -> Path | None:
         _log(ax)
         ax.set_title(f"{m}, lr {_g(r['lr'], 2)} (seed {r['seed']})", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
-        ax.set_ylabel("effective step per coordinate", fontsize=8)
-        ax.tick_params(labelsize=7)
-    ax = fig.add_subplot(1, len(methods) + 1, len(methods) + 1)
+        if k == 0:
+            ax.set_ylabel("effective step per coordinate", fontsize=8)
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    cb = fig.colorbar(sm, cax=fig.add_subplot(gs[0, k_n]))
+    cb.set_label("curvature h_i", fontsize=8)
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+    cb.ax.yaxis.set_minor_locator(NullLocator())
+    cb.ax.yaxis.set_ticks_position("left")
+    cb.ax.yaxis.set_label_position("left")
+    cb.ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(gs[0, k_n + 1])
     for m in methods:
         e = np.median(np.asarray([r["eff_coords"][-1] for r in have[m]], dtype=float), axis=0)
         ax.plot(h, e, "o-", color=_color(m), ms=3, lw=1, label=f"{m} (end)")
@@ -811,13 +834,13 @@ def plot_effective_step(res: Any, path: Path) -> Path | None:
         ax.axhline(res.row("quadratic", "sgd")["lr"], color=_color("sgd"), ls="--", lw=1, label="sgd lr")
     _log(ax)
     ax.set_xlabel("curvature h_i", fontsize=8)
+    ax.set_ylabel("effective step (median over seeds)", fontsize=8)
     ax.set_title("effective step at the end against curvature", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     ax.tick_params(labelsize=7)
-    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=fig.axes[: len(methods)], label="curvature h_i", shrink=0.8)
-    fig.suptitle("Ill-conditioned quadratic: per-coordinate effective step lr/(sqrt(v_hat)+eps) (dashed: lr)",
-                 fontsize=10)
+    fig.suptitle("Ill-conditioned quadratic: per-coordinate effective step lr/(sqrt(v_hat)+eps), colour = curvature "
+                 "(dashed: lr)", fontsize=10)
+    _layout(fig, top=0.84, bottom=0.14, wspace=0.35, left=0.04)
     return _save(fig, path)
 
 
