@@ -75,6 +75,11 @@ def test_good_range_width_in_decades():
     assert good_range(grid, 1e-1, 2.0, floor=0.9, target=2.0)["width"] == pytest.approx(2.0)
     edge = good_range(grid[:3], 1e-1, 2.0, None, None)
     assert edge["at_edge"] and edge["width"] == pytest.approx(1.0)
+    # against the best loss of another optimizer (0.5): only this grid's best is within 2x
+    assert good_range(grid, 1e-1, 2.0, None, None, reference=0.5)["width"] == 0.0
+    # another optimizer reached 0.1: none of these rates is good
+    none = good_range(grid, 1e-1, 2.0, None, None, reference=0.1)
+    assert none["width"] is None and none["count"] == 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,7 +252,9 @@ def test_claims_untested_without_their_problems(small):
     # only claim 6 (tuneability: Adam against SGD and momentum) can be measured on these problems
     assert [c.number for c in claims if c.verdict != "not tested"] == [6]
     assert "was not run" in claims[0].summary and "were not all run" in claims[4].summary
-    assert set(claims[5].numbers["widths_decades"]) == {"q", "n"}
+    # "n" has no known minimum, so its widths (on the raw loss) are not counted
+    assert set(claims[5].numbers["widths_decades"]) == {"q"}
+    assert claims[5].numbers["excluded_no_known_minimum"] == ["n"]
 
 
 def test_table_lists_every_problem_and_method(small):

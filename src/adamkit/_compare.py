@@ -13,7 +13,9 @@ Protocol (Schneider, Balles & Hennig, DeepOBS, ICLR 2019), per problem and optim
 Per problem and optimizer it reports performance (final loss and the problem's metrics, mean and spread),
 speed (gradient evaluations until the loss first reaches the problem's target, not wall time) and
 tuneability (the final loss against the learning rate, and the width in decades of the contiguous
-learning-rate range around the best whose loss is within ``factor`` of the best).
+learning-rate range around its chosen rate whose loss is good: within ``factor`` of the best loss any
+optimizer reached on the problem, as excess over the problem's known minimum where it has one, or at
+most the problem's target).
 
 Every run gets its own ``numpy.random.Generator`` seeded from ``(seed, crc32(problem name))``: for a
 given seed every optimizer and learning rate starts from the same point and sees the same mini-batches.
@@ -742,24 +744,32 @@ def select_lr(rows: list[dict]) -> dict[str, Any]:
 
 
 def good_range(grid: list[dict], best: float, factor: float, floor: float | None,
-               target: float | None) -> dict[str, Any]:
-    """The contiguous learning rates around the best whose median loss is good: excess over ``floor``
-    (0 if unknown) within ``factor`` times the best excess, or at most ``target``.
+               target: float | None, reference: float | None = None) -> dict[str, Any]:
+    """The contiguous learning rates around ``best`` (a rate of ``grid``) whose median loss is good.
 
-    Returns ``width`` in decades (log10 of the largest over the smallest good rate), the bounds, and
-    whether the range touches the edge of the grid (then the true width may be larger).
+    Good: the excess over ``floor`` (0 if unknown) is at most ``factor`` times the excess of
+    ``reference`` (the best loss on the problem; default: this grid's best), or the loss is at most
+    ``target``. An excess below ``1e-12`` of the loss scale counts as 0 (rounding).
+
+    Returns ``width`` in decades (log10 of the largest over the smallest good rate; None when ``best``
+    itself is not good), the bounds, how many rates, and whether the range touches an end of the grid
+    (then the true width may be larger).
     """
     base = 0.0 if floor is None else floor
     lrs = [row["lr"] for row in grid]
     med = [row["median"] for row in grid]
     i = lrs.index(best)
-    best_excess = max(med[i] - base, 0.0)
+    ref = med[i] if reference is None else min(reference, med[i])
+    scale = max([1.0, abs(base)] + [abs(v) for v in med if math.isfinite(v)])
+    ref_excess = max(ref - base, 1e-12 * scale)
 
     def good(v):
         if not math.isfinite(v):
             return False
-        return (v - base) <= factor * best_excess or (target is not None and v <= target)
+        return (v - base) <= factor * ref_excess or (target is not None and v <= target)
 
+    if not good(med[i]):
+        return {"width": None, "lo": None, "hi": None, "at_edge": False, "count": 0}
     lo = hi = i
     while lo > 0 and good(med[lo - 1]):
         lo -= 1
@@ -854,8 +864,11 @@ class Results:
         factor = self.settings["factor"]
         tune = set(self.settings["tune_seeds"])
         for p in self.problems:
+            # the best median final loss any optimizer reached on this problem: tuneability's yardstick
+            sels = {label: self.selection(p["name"], label) for label in p["methods"]}
+            best = min((row["median"] for sel in sels.values() for row in sel["grid"]), default=math.inf)
             for label in p["methods"]:
-                sel = self.selection(p["name"], label)
+                sel = sels[label]
                 tr = self.runs(p["name"], label)
                 fr = self.runs(p["name"], label, final=True)
                 row: dict[str, Any] = {"problem": p["name"], "method": label, "lr": sel["chosen"],
@@ -888,7 +901,7 @@ class Results:
                 row["evals_median"] = float(np.median([h if h is not None else math.inf for h in hits])) if hits else None
                 if row["evals_median"] is not None and not math.isfinite(row["evals_median"]):
                     row["evals_median"] = None
-                g = good_range(sel["grid"], sel["chosen"], factor, p["floor"], p["target"])
+                g = good_range(sel["grid"], sel["chosen"], factor, p["floor"], p["target"], reference=best)
                 row["width"] = g["width"]
                 row["width_at_edge"] = g["at_edge"]
                 row["good_lo"], row["good_hi"] = g["lo"], g["hi"]

@@ -81,7 +81,8 @@ def _rows(res: Any) -> list[tuple[dict, list[list[str]]]]:
             else:
                 evals = (f"{_g(r['evals_median'], 4)} ({r['reached']}/{r['seeds']})" if r["evals_median"] is not None
                          else f"not reached ({r['reached']}/{r['seeds']})")
-            width = "—" if r["width"] is None else f"{'≥' if r['width_at_edge'] else ''}{r['width']:.1f} dec"
+            width = ("—" if r["lr"] is None else "none" if r["width"] is None
+                     else f"{'≥' if r['width_at_edge'] else ''}{r['width']:.1f} dec")
             failed = f"{r['tuning_failures']}/{r['tuning_runs']}"
             rows.append([label, lr, final, mets or "—", evals, width, failed])
         out.append((p, rows))
@@ -106,8 +107,9 @@ def results_table(res: Any, fmt: str = "text") -> str:
     s = res.settings
     head = (f"lr* chosen by the median final loss over {len(s['tune_seeds'])} seed(s); final loss over "
             f"{len(s['seeds'])} seed(s) at lr*; evals to target: median gradient evaluations (runs that "
-            f"reached it); good-lr width: decades of learning rate within {s['factor']:g}x of the best; "
-            f"failed: diverged or NaN tuning runs.")
+            f"reached it); good-lr width: decades of contiguous learning rates around lr* whose median loss is "
+            f"within {s['factor']:g}x of the best any optimizer reached (excess over the known minimum) or "
+            f"reaches the target, 'none' if lr* itself is not; failed: diverged or NaN tuning runs.")
     if fmt == "markdown":
         lines = [head, ""]
         for p, rows in blocks:
@@ -450,32 +452,38 @@ def _claim6(res: Any) -> Claim:
     factor = res.settings["factor"]
     c = Claim(6, "Adam needs less tuning (a wider good learning-rate range)",
               "Adam is robust, achieves faster convergence with less tuning",
-              f"Every problem: the width in decades of the contiguous learning-rate range around the best whose median "
-              f"final loss (excess over the known minimum, where there is one) is within {factor:g}x of the best or "
-              f"reaches the target, on the same grid for every optimizer.",
+              f"Every problem with a known minimum, on the same grid for every optimizer: the width in decades of the "
+              f"contiguous learning-rate range around the optimizer's chosen rate whose median final loss is good, i.e. "
+              f"its excess over the minimum is within {factor:g}x of the best excess any optimizer reached on the "
+              f"problem, or it reaches the problem's target ('none' when the chosen rate itself is not good).",
               "Holds if Adam's range is at least as wide as each other optimizer's on a majority of the problems; partly "
               "if that is so against some of them; does not hold otherwise.")
-    names = [p["name"] for p in res.problems if "adam" in p["methods"] and res.row(p["name"], "adam")["lr"] is not None]
+    names = [p["name"] for p in res.problems if p["floor"] is not None and "adam" in p["methods"]
+             and res.row(p["name"], "adam")["lr"] is not None]
+    skipped = [p["name"] for p in res.problems if p["floor"] is None]
     others = sorted({m for p in res.problems for m in p["methods"] if m in ("sgd", "momentum", "adagrad", "rmsprop")},
                     key=["sgd", "momentum", "adagrad", "rmsprop"].index)
     if not names or not others:
-        return _untested(c, "Adam and at least one of SGD, momentum, AdaGrad, RMSProp must run")
+        return _untested(c, "Adam and at least one of SGD, momentum, AdaGrad, RMSProp must run on a problem with "
+                            "a known minimum")
     widths = {n: {m: res.row(n, m)["width"] for m in ["adam"] + others if m in res.problem(n)["methods"]} for n in names}
+
+    def w(x):  # no good range at all ranks below a single good rate (width 0)
+        return -1.0 if x is None else x
+
     wins = {}
     for m in others:
         ran = [n for n in names if m in widths[n]]
-        # an optimizer that failed at every learning rate has no good range: Adam's is wider
-        ge = sum(1 for n in ran if widths[n][m] is None or widths[n]["adam"] >= widths[n][m] - 1e-9)
-        wins[m] = (ge, len(ran))
-    mean = {m: float(np.mean([widths[n][m] if widths[n].get(m) is not None else 0.0 for n in names if m in widths[n]]))
-            for m in ["adam"] + others}
+        wins[m] = (sum(1 for n in ran if w(widths[n]["adam"]) >= w(widths[n][m]) - 1e-9), len(ran))
+    mean = {m: float(np.mean([widths[n][m] or 0.0 for n in names if m in widths[n]])) for m in ["adam"] + others}
     maj = [m for m in others if wins[m][0] > wins[m][1] / 2]
     c.verdict = HOLDS if len(maj) == len(others) else PARTLY if maj else FAILS
-    c.numbers = {"widths_decades": widths, "mean_width": mean,
-                 "adam_at_least_as_wide": {m: f"{w[0]}/{w[1]}" for m, w in wins.items()}}
-    c.summary = ("Mean width over " + str(len(names)) + " problems: "
+    c.numbers = {"widths_decades": widths, "mean_width": mean, "excluded_no_known_minimum": skipped,
+                 "adam_at_least_as_wide": {m: f"{x[0]}/{x[1]}" for m, x in wins.items()}}
+    c.summary = ("Mean width over " + str(len(names)) + " problems ('none' counted as 0): "
                  + ", ".join(f"{m} {mean[m]:.2f}" for m in ["adam"] + others) + " decades. Adam's range is at least as "
-                 "wide as " + ", ".join(f"{m}'s on {wins[m][0]}/{wins[m][1]}" for m in others) + " problems.")
+                 "wide as " + ", ".join(f"{m}'s on {wins[m][0]}/{wins[m][1]}" for m in others) + " problems."
+                 + (f" Not counted (no known minimum): {', '.join(skipped)}." if skipped else ""))
     c.figures = ["tuneability.png", "lr_sensitivity.png"]
     return c
 
@@ -605,7 +613,7 @@ def _tick(v: float, _pos: Any = None) -> str:
     if v <= 0:
         return "0"
     if 1e-3 <= v < 1e4:
-        return f"{v:.3g}"
+        return f"{v:.4g}"
     e = math.log10(v)
     if abs(e - round(e)) < 1e-9:
         return f"1e{int(round(e))}"
