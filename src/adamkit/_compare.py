@@ -519,6 +519,21 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
 
     Returns:
         :class:`Results`, with ``table()``, ``plot(dir)``, ``to_json(path)``, ``claims()`` and ``report(dir)``.
+
+    Example, a problem of one's own::
+
+        import adamkit as ak
+
+        def init(rng):                      # the starting point, from the run's generator
+            return rng.standard_normal(5)
+
+        def loss_and_grad(x, rng):          # f(x) = |x|^2
+            return float(x @ x), 2 * x
+
+        sphere = ak.Problem("sphere", init, loss_and_grad, steps=200, floor=0.0, target=1e-6)
+        res = ak.compare([sphere], ["sgd", "momentum", "adam"], lrs=[1e-3, 1e-2, 1e-1, 1.0])
+        print(res.table())
+        res.report("sphere-report")         # figures, tables, results.json, report.md, report.html
     """
     t0 = time.perf_counter()
     probs = _as_problems(problems, quick)

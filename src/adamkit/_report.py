@@ -98,7 +98,8 @@ def _problem_line(p: dict) -> str:
     bits.append(f"lr grid {_g(p['lrs'][0], 2)}..{_g(p['lrs'][-1], 2)} ({len(p['lrs'])})")
     if p.get("schedule"):
         bits.append(f"schedule {p['schedule']}")
-    return f"{p['name']}: {p['description']} [{', '.join(bits)}]"
+    desc = f": {p['description']}" if p.get("description") else ""
+    return f"{p['name']}{desc} [{', '.join(bits)}]"
 
 
 def results_table(res: Any, fmt: str = "text") -> str:
@@ -853,6 +854,8 @@ def plot_effective_step(res: Any, path: Path) -> Path | None:
 
 
 def plot_bias_correction(res: Any, path: Path) -> Path | None:
+    if not res.has("digits_vae"):
+        return None
     fig = _figure(17, 3.8)
     ax = fig.add_subplot(1, 4, 1)
     t = np.arange(1, 20001)
@@ -1077,7 +1080,7 @@ def _blocks(res: Any, claims: list[Claim], figures: list[Path]) -> list[tuple[st
         for r in fails:
             counts[(r["problem"], r["method"], r["status"])] = counts.get((r["problem"], r["method"], r["status"]), 0) + 1
         b.append(("table", (["problem", "optimizer", "status", "runs", "example"],
-                            [[p, m, st, str(n), next(f"lr {r['lr']:g} seed {r['seed']}: {r['message']}" for r in fails
+                            [[p, m, st, str(n), next(f"lr {_g(r['lr'], 3)} seed {r['seed']}: {r['message']}" for r in fails
                                                      if (r['problem'], r['method'], r['status']) == (p, m, st))]
                              for (p, m, st), n in counts.items()])))
     b.append(("h2", "Figures"))
