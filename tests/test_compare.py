@@ -260,7 +260,7 @@ def test_claims_untested_without_their_problems(small):
 def test_table_lists_every_problem_and_method(small):
     t = small.table()
     for name in ("q", "n"):
-        assert f"\n{name}: " in "\n" + t
+        assert f"\n{name} [" in "\n" + t  # no description: name, then the facts
     assert t.count("momentum") == 2
     md = small.table("markdown")
     assert "| optimizer | lr* |" in md
