@@ -168,3 +168,22 @@ def test_small_compare_in_process(tmp_path, capsys):
 def test_bench_is_delegated():
     proc = run_cli("bench", "--help", timeout=60)
     assert proc.returncode == 0 and "adamkit bench" in proc.stdout
+
+
+def test_ctrl_c_stops_the_workers_and_exits_130(tmp_path):
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "adamkit.cli", "compare", "--quick", "--out", str(tmp_path / "r"),
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    seen = b""
+    while b"adamkit compare:" not in seen:  # the progress bar: the workers are running
+        chunk = proc.stderr.read1(256)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert b"adamkit: interrupted" in err and b"Traceback" not in err
+    assert not (tmp_path / "r" / "report.html").exists()

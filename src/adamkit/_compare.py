@@ -347,6 +347,9 @@ _WORK: dict[str, Any] = {}
 
 
 def _worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     _WORK["threads"] = _one_thread()
     _WORK["threads"].__enter__()  # for the life of the worker
 
@@ -604,7 +607,10 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
 
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tuning_jobs) + n_final, desc="adamkit compare", unit="run", disable=not progress,
+        class _Bar(tqdm):
+            monitor_interval = 0  # no monitor thread: the worker processes are forked
+
+        bar = _Bar(total=len(tuning_jobs) + n_final, desc="adamkit compare", unit="run", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True, leave=False)
         runner = _Runner(probs, all_methods, min(jobs, max(1, len(tuning_jobs))), bar)
         failed = True
