@@ -89,22 +89,29 @@ if _kernels.available():
             c[i] = c[i] + x
             d[i] = d[i] + x
 
+    @njit(error_model="numpy", cache=True, inline="always")
+    def _traffic_span(g, rw, lo, hi):  # pragma: no cover
+        if len(rw) == 1:
+            _span1(g, rw[0], lo, hi)
+        elif len(rw) == 2:
+            _span2(g, rw[0], rw[1], lo, hi)
+        elif len(rw) == 3:
+            _span3(g, rw[0], rw[1], rw[2], lo, hi)
+        else:
+            _span4(g, rw[0], rw[1], rw[2], rw[3], lo, hi)
+
     @njit(parallel=True, error_model="numpy", cache=True)
     def _traffic(g, rw, par):  # pragma: no cover
-        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once."""
+        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once.
+
+        Like the optimizer kernels: chunks shared by the threads when ``par``, else the calling thread.
+        """
         n = g.size
-        nchunks = (n + _kernels.CHUNK - 1) // _kernels.CHUNK if par else 1
-        for k in prange(nchunks):
-            lo = k * _kernels.CHUNK if par else 0
-            hi = min(n, lo + _kernels.CHUNK) if par else n
-            if len(rw) == 1:
-                _span1(g, rw[0], lo, hi)
-            elif len(rw) == 2:
-                _span2(g, rw[0], rw[1], lo, hi)
-            elif len(rw) == 3:
-                _span3(g, rw[0], rw[1], rw[2], lo, hi)
-            else:
-                _span4(g, rw[0], rw[1], rw[2], rw[3], lo, hi)
+        if par:
+            for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
+                _traffic_span(g, rw, k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK))
+        else:
+            _traffic_span(g, rw, 0, n)
 
 
 def _traffic_arrays(opt: Any) -> tuple[int, int]:
