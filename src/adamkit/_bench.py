@@ -89,29 +89,33 @@ if _kernels.available():
             c[i] = c[i] + x
             d[i] = d[i] + x
 
-    @njit(error_model="numpy", cache=True, inline="always")
-    def _traffic_span(g, rw, lo, hi):  # pragma: no cover
-        if len(rw) == 1:
-            _span1(g, rw[0], lo, hi)
-        elif len(rw) == 2:
-            _span2(g, rw[0], rw[1], lo, hi)
-        elif len(rw) == 3:
-            _span3(g, rw[0], rw[1], rw[2], lo, hi)
-        else:
-            _span4(g, rw[0], rw[1], rw[2], rw[3], lo, hi)
-
     @njit(parallel=True, error_model="numpy", cache=True)
-    def _traffic(g, rw, par):  # pragma: no cover
-        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once.
-
-        Like the optimizer kernels: chunks shared by the threads when ``par``, else the calling thread.
-        """
+    def _traffic_threads(g, rw):  # pragma: no cover
+        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once (all threads)."""
         n = g.size
-        if par:
-            for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
-                _traffic_span(g, rw, k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK))
+        for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
+            lo, hi = k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK)
+            if len(rw) == 1:
+                _span1(g, rw[0], lo, hi)
+            elif len(rw) == 2:
+                _span2(g, rw[0], rw[1], lo, hi)
+            elif len(rw) == 3:
+                _span3(g, rw[0], rw[1], rw[2], lo, hi)
+            else:
+                _span4(g, rw[0], rw[1], rw[2], rw[3], lo, hi)
+
+    @njit(error_model="numpy", cache=True)
+    def _traffic_serial(g, rw):  # pragma: no cover
+        """The same on the calling thread, for sizes where the optimizer kernels do not start threads."""
+        n = g.size
+        if len(rw) == 1:
+            _span1(g, rw[0], 0, n)
+        elif len(rw) == 2:
+            _span2(g, rw[0], rw[1], 0, n)
+        elif len(rw) == 3:
+            _span3(g, rw[0], rw[1], rw[2], 0, n)
         else:
-            _traffic_span(g, rw, 0, n)
+            _span4(g, rw[0], rw[1], rw[2], rw[3], 0, n)
 
 
 def _traffic_arrays(opt: Any) -> tuple[int, int]:
@@ -124,8 +128,8 @@ def _limit_fn(n: int, reads: int, writes: int, dtype: np.dtype) -> Callable[[], 
     assert reads == writes + 1  # the gradient is the only array read and not written
     rw = tuple(np.zeros(n, dtype) for _ in range(writes))
     g = np.ones(n, dtype)
-    par = n >= _kernels.PARALLEL_MIN
-    return lambda: _traffic(g, rw, par)
+    kernel = _traffic_threads if n >= _kernels.PARALLEL_MIN else _traffic_serial
+    return lambda: kernel(g, rw)
 
 
 def _textbook_adam(params: list[np.ndarray], grads: list[np.ndarray]) -> Callable[[], None]:
