@@ -347,9 +347,6 @@ _WORK: dict[str, Any] = {}
 
 
 def _worker_init() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     _WORK["threads"] = _one_thread()
     _WORK["threads"].__enter__()  # for the life of the worker
 
@@ -392,18 +389,10 @@ def _task(job: tuple[int, int, float, int, bool]) -> tuple[tuple, dict]:
 class _Runner:
     """Runs jobs in this process (``jobs=1``) or in a pool of forked processes."""
 
-    def __init__(self, problems: list[Problem], methods: list[Method], jobs: int, bar: Any):
+    def __init__(self, problems: list[Problem], methods: list[Method], jobs: int):
         _WORK["problems"], _WORK["methods"] = problems, methods
-        self.bar = bar
-        self.pool = None
-        if jobs > 1:
-            try:
-                ctx = mp.get_context("fork")
-            except ValueError:  # pragma: no cover - no fork on this platform
-                warnings.warn("compare: processes need the 'fork' start method; running in one process")
-                ctx = None
-            if ctx is not None:
-                self.pool = ctx.Pool(jobs, initializer=_worker_init)
+        self.bar: Any = None
+        self.pool = fork_pool(jobs, _worker_init) if jobs > 1 else None
 
     def run(self, jobs: list[tuple]) -> dict[tuple, dict]:
         out = {}
@@ -425,6 +414,27 @@ class _Runner:
             else:
                 self.pool.close()
             self.pool.join()
+
+
+def fork_pool(n: int, initializer: Any = None) -> Any:
+    """A pool of ``n`` forked processes that ignore Ctrl-C (the parent handles it and terminates
+    them), or None where processes cannot be forked (the caller then works in-process)."""
+    import signal
+    import threading
+
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError:  # pragma: no cover - no fork on this platform
+        warnings.warn("adamkit: worker processes need the 'fork' start method; working in one process")
+        return None
+    main = threading.current_thread() is threading.main_thread()
+    # the workers are born ignoring Ctrl-C: no window before an initializer could run
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return ctx.Pool(n, initializer=initializer)
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 def default_jobs() -> int:
@@ -610,11 +620,12 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
         class _Bar(tqdm):
             monitor_interval = 0  # no monitor thread: the worker processes are forked
 
-        bar = _Bar(total=len(tuning_jobs) + n_final, desc="adamkit compare", unit="run", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True, leave=False)
-        runner = _Runner(probs, all_methods, min(jobs, max(1, len(tuning_jobs))), bar)
+        runner = _Runner(probs, all_methods, min(jobs, max(1, len(tuning_jobs))))
         failed = True
+        bar = None
         try:
+            bar = runner.bar = _Bar(total=len(tuning_jobs) + n_final, desc="adamkit compare", unit="run",
+                                    disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False)
             tuned = runner.run(tuning_jobs)
             tuning = [tuned[j] for j in sorted(tuned, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[2], j[3]))]
             chosen = _select_all(tuning, [p.name for p in probs], {p.name: [all_methods[i].label for i in per_problem[p.name]] for p in probs})
@@ -631,7 +642,8 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
             failed = False
         finally:
             runner.close(failed)
-            bar.close()
+            if bar is not None:
+                bar.close()
         final = [finals[j] for j in sorted(finals, key=lambda j: (j[0], per_problem[probs[j[0]].name].index(j[1]), j[3]))]
     finally:
         threads.__exit__(None, None, None)

@@ -1007,7 +1007,7 @@ def plot_all(res: Any, directory: Path, jobs: int | None = None) -> list[Path]:
     """Every figure that the results allow, as PNG files in ``directory``; drawn by ``jobs`` processes
     (default: the usable cores). A figure of ours left over from an earlier run that these results do not
     allow is removed, so the directory never mixes runs."""
-    from ._compare import default_jobs
+    from ._compare import default_jobs, fork_pool
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -1015,17 +1015,18 @@ def plot_all(res: Any, directory: Path, jobs: int | None = None) -> list[Path]:
     jobs = default_jobs() if jobs is None else jobs
     order = list(range(len(FIGURES)))
     paths: list[Path | None]
-    if jobs > 1:
-        import multiprocessing as mp
-
-        try:
-            with mp.get_context("fork").Pool(min(jobs, len(order))) as pool:
-                paths = pool.map(_plot_one, order, chunksize=1)
-        except ValueError:  # pragma: no cover - no fork on this platform
+    pool = fork_pool(min(jobs, len(order))) if jobs > 1 else None
+    try:
+        if pool is not None:
+            paths = pool.map(_plot_one, order, chunksize=1)
+            pool.close()
+        else:
             paths = [_plot_one(i) for i in order]
-    else:
-        paths = [_plot_one(i) for i in order]
-    _PLOTTING.clear()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        _PLOTTING.clear()
     for (name, _), p in zip(FIGURES, paths):
         if p is None and (directory / name).exists():
             (directory / name).unlink()
