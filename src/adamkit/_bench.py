@@ -61,28 +61,28 @@ if _kernels.available():
     # One kernel per number of updated arrays (parameter + state slots), chunked and threaded like ours.
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span1(g, a, lo, hi):  # pragma: no cover - timed, not tested for values
-        for i in range(lo, hi):
+    def _span1(g, a):  # pragma: no cover - timed, not tested for values
+        for i in range(g.size):
             a[i] = a[i] + g[i]
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span2(g, a, b, lo, hi):  # pragma: no cover
-        for i in range(lo, hi):
+    def _span2(g, a, b):  # pragma: no cover
+        for i in range(g.size):
             x = g[i]
             a[i] = a[i] + x
             b[i] = b[i] + x
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span3(g, a, b, c, lo, hi):  # pragma: no cover
-        for i in range(lo, hi):
+    def _span3(g, a, b, c):  # pragma: no cover
+        for i in range(g.size):
             x = g[i]
             a[i] = a[i] + x
             b[i] = b[i] + x
             c[i] = c[i] + x
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span4(g, a, b, c, d, lo, hi):  # pragma: no cover
-        for i in range(lo, hi):
+    def _span4(g, a, b, c, d):  # pragma: no cover
+        for i in range(g.size):
             x = g[i]
             a[i] = a[i] + x
             b[i] = b[i] + x
@@ -96,26 +96,26 @@ if _kernels.available():
         for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
             lo, hi = k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK)
             if len(rw) == 1:
-                _span1(g, rw[0], lo, hi)
+                _span1(g[lo:hi], rw[0][lo:hi])
             elif len(rw) == 2:
-                _span2(g, rw[0], rw[1], lo, hi)
+                _span2(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi])
             elif len(rw) == 3:
-                _span3(g, rw[0], rw[1], rw[2], lo, hi)
+                _span3(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi])
             else:
-                _span4(g, rw[0], rw[1], rw[2], rw[3], lo, hi)
+                _span4(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], rw[3][lo:hi])
 
     @njit(error_model="numpy", cache=True)
     def _traffic_serial(g, rw):  # pragma: no cover
         """The same on the calling thread, for sizes where the optimizer kernels do not start threads."""
         n = g.size
         if len(rw) == 1:
-            _span1(g, rw[0], 0, n)
+            _span1(g, rw[0])
         elif len(rw) == 2:
-            _span2(g, rw[0], rw[1], 0, n)
+            _span2(g, rw[0], rw[1])
         elif len(rw) == 3:
-            _span3(g, rw[0], rw[1], rw[2], 0, n)
+            _span3(g, rw[0], rw[1], rw[2])
         else:
-            _span4(g, rw[0], rw[1], rw[2], rw[3], 0, n)
+            _span4(g, rw[0], rw[1], rw[2], rw[3])
 
 
 def _traffic_arrays(opt: Any) -> tuple[int, int]:
