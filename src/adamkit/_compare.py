@@ -168,7 +168,7 @@ def effective_steps(opt: Any, method: Method, lr: float) -> np.ndarray | None:
     """
     name = method.optimizer
     hp = opt.param_groups[0]
-    t = opt.step_count
+    t = opt.step_count - getattr(opt, "skipped_steps", 0)  # the bias-correction step t
     try:
         state = opt.state  # live views, no copy
     except AttributeError:  # pragma: no cover - older cores: the documented state_dict
