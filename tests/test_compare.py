@@ -342,3 +342,16 @@ def test_thread_settings_are_restored():
     ak.compare([quad()], ["sgd"], seeds=3, jobs=1, progress=False)
     assert (numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]) == before
     assert _compare._WORK == {}  # no problem data kept alive
+
+
+def test_an_optimizer_failing_at_every_rate_is_reported():
+    # SGD diverges at every rate of this grid (lr > 2/10); Adam's steps are bounded by lr and survive
+    p = ak.Problem("steep", lambda rng: np.ones(2), lambda x, rng: (5.0 * float(x @ x), 10.0 * x), 30,
+                   lrs=[0.5, 1.0], floor=0.0)
+    res = ak.compare([p], ["sgd", "adam"], seeds=3, jobs=1, progress=False)
+    row = res.row("steep", "sgd")
+    assert row["lr"] is None and row["tuning_failures"] == 6 and row["seeds"] == 0
+    assert not res.runs("steep", "sgd", final=True)
+    assert "failed at every lr" in res.table()
+    assert res.row("steep", "adam")["lr"] is not None
+    assert len(res.claims()) == 8  # the claims still evaluate
