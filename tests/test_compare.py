@@ -244,6 +244,10 @@ def test_same_results_in_one_or_two_processes():
     key = lambda r: (r["problem"], r["method"], r["lr"], r["seed"])  # noqa: E731
     assert [(key(r), r["final_loss"]) for r in one.tuning] == [(key(r), r["final_loss"]) for r in two.tuning]
     assert [(key(r), r["curve"]) for r in one.final] == [(key(r), r["curve"]) for r in two.final]
+    # every recorded number, not just the losses (only the timings differ)
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
+    assert strip(one.final) == strip(two.final) and strip(one.tuning) == strip(two.tuning)
+    assert one.table() == two.table()
 
 
 def test_claims_untested_without_their_problems(small):

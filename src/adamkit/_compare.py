@@ -52,6 +52,8 @@ from ._problems import problems as _builtin_problems
 DIVERGENCE_FACTOR = 1e6
 #: How many first steps of a traced problem record their update size and loss.
 FIRST_STEPS = 100
+#: About how many points a recorded run's loss curve has (a fixed number: results never depend on timing).
+CHECKPOINTS = 60
 RESULTS_FORMAT = 1
 
 
@@ -196,7 +198,7 @@ def effective_steps(opt: Any, method: Method, lr: float) -> np.ndarray | None:
 
 
 def run_one(problem: Problem, method: Method, lr: float, seed: int, detail: bool = False,
-            checkpoints: int = 80) -> dict[str, Any]:
+            checkpoints: int = CHECKPOINTS) -> dict[str, Any]:
     """Run ``method`` at learning rate ``lr`` on ``problem`` from ``seed``; never raises for a bad run.
 
     Returns a record: ``status`` (``"ok"``, ``"diverged"`` or ``"error"``), ``final_loss`` (None unless
@@ -382,8 +384,7 @@ def _one_thread() -> Iterator[None]:
 
 def _task(job: tuple[int, int, float, int, bool]) -> tuple[tuple, dict]:
     pi, mi, lr, seed, detail = job
-    p = _WORK["problems"][pi]
-    return job, run_one(p, _WORK["methods"][mi], lr, seed, detail, _WORK["checkpoints"].get(p.name, 80))
+    return job, run_one(_WORK["problems"][pi], _WORK["methods"][mi], lr, seed, detail)
 
 
 class _Runner:
@@ -601,12 +602,9 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
     threads = _one_thread()
     threads.__enter__()
     try:
-        grad_cost, ckpts = {}, {}
+        grad_cost = {}  # measured, to start the long runs first; it never changes a result
         for p in probs:
-            grad_cost[p.name], full_cost = _dry_check(p, [all_methods[i] for i in per_problem[p.name]])
-            # evaluating full_loss at the checkpoints should cost at most about half the run
-            ckpts[p.name] = int(min(80, max(20, 0.5 * p.steps * (grad_cost[p.name] + 3e-5) / max(full_cost, 1e-9))))
-        _WORK["checkpoints"] = ckpts
+            grad_cost[p.name] = _dry_check(p, [all_methods[i] for i in per_problem[p.name]])
 
         tseeds = seed_list[:tune_seeds]
         tuning_jobs = [(pi, mi, lr, s, False) for pi, p in enumerate(probs) for mi in per_problem[p.name]
@@ -679,9 +677,8 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
 def _dry_check(p: Problem, methods: list[Method]) -> float:
     """Build the problem and every optimizer once, so configuration errors stop before the work starts.
 
-    Returns the measured seconds of a gradient evaluation (to schedule long runs first) and of a
-    ``full_loss`` evaluation (0 without one). This also compiles the optimizers' kernels once, before the
-    worker processes are forked.
+    Returns the measured seconds of a gradient evaluation (to schedule long runs first). This also
+    compiles the optimizers' kernels once, before the worker processes are forked.
     """
     rng = _rng(0, p.name)
     try:
@@ -691,11 +688,8 @@ def _dry_check(p: Problem, methods: list[Method]) -> float:
         loss, grads = p.call(params, rng, 2)
         cost = time.perf_counter() - t
         float(loss)
-        full = 0.0
         if p.full_loss is not None:
-            t = time.perf_counter()
             float(p.full_loss(params))
-            full = time.perf_counter() - t
     except Exception as exc:
         raise ValueError(f"problem {p.name!r}: init, loss_and_grad or full_loss failed on seed 0: "
                          f"{type(exc).__name__}: {exc}") from exc
@@ -709,7 +703,7 @@ def _dry_check(p: Problem, methods: list[Method]) -> float:
             pass
         except (TypeError, ValueError) as exc:
             raise ValueError(f"problem {p.name!r} with optimizer {m.label!r}: {exc}") from exc
-    return cost, full
+    return cost
 
 
 def _initial_losses(p: Problem, seeds: list[int]) -> dict[str, float | None]:
