@@ -30,7 +30,6 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import statistics
 import sys
 import time
 import warnings
