@@ -164,10 +164,6 @@ def _excess(v: float | None, floor: float | None) -> float:
     return v - (floor or 0.0)
 
 
-def _final_losses(res: Any, problem: str, method: str) -> list[float]:
-    return [math.inf if r["final_loss"] is None else r["final_loss"] for r in res.runs(problem, method, final=True)]
-
-
 def _missing(res: Any, problem: str, methods: Sequence[str]) -> str | None:
     try:
         ran = res.problem(problem)["methods"]
