@@ -226,3 +226,24 @@ def test_gradients_packed_in_one_buffer_are_read_in_place(monkeypatch):
         ref.step(grads)
     for a, b in zip(pa, pb):
         _assert_close(a, b, np.float64)
+
+
+def test_gradient_buffers_are_read_in_place_and_give_the_same_steps(monkeypatch):
+    rng = np.random.default_rng(5)
+    shapes = {"w": (30, 4), "b": (4,), "s": ()}
+    init = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    fused, pa, ref, pb = _pair("adam", {}, lambda: {k: v.copy() for k, v in init.items()}, monkeypatch)
+    bufs = fused.gradient_buffers()
+    assert bufs is fused.gradient_buffers() and set(bufs) == set(shapes)
+    assert all(bufs[k].shape == s and not bufs[k].any() for k, s in shapes.items())
+    bucket = fused._groups[0].buckets[0]
+    for _ in range(3):
+        for k in bufs:
+            bufs[k][...] = rng.standard_normal(shapes[k])
+        assert np.shares_memory(bucket.gather([bufs[k] for k in ("w", "b", "s")]), bufs["w"])
+        fused.step(bufs)
+        ref.step({k: v.copy() for k, v in bufs.items()})
+    for k in pa:
+        _assert_close(pa[k], pb[k], np.float64)
+    groups = ak.SGD([{"params": [np.zeros(3)]}, {"params": {"x": np.zeros(2)}}]).gradient_buffers()
+    assert isinstance(groups, list) and groups[0][0].shape == (3,) and groups[1]["x"].shape == (2,)

@@ -5,6 +5,7 @@ For every optimizer, size and dtype it measures, in one run on the current machi
 * ``limit``: a Numba kernel with the optimizer's memory traffic (it reads the same arrays and writes
   the same arrays, doing one addition per element), chunked and threaded like adamkit's kernels;
 * ``adamkit``: ``opt.step(grads)`` with the default non-finite check, and with ``nonfinite="ignore"``;
+  for several arrays also with the gradients computed into ``opt.gradient_buffers()`` (no gather);
 * ``numpy``: the textbook NumPy formula (Adam only) and adamkit's NumPy reference rule;
 * ``torch``: torch.optim with ``foreach=False``, ``foreach=True`` and ``fused=True`` where supported,
   when torch is installed (gradients preset, so only ``step()`` is timed).
@@ -193,6 +194,13 @@ def run(optimizers: list[str], sizes: list[str], dtypes: list[str], repeat: int,
                     params = [np.zeros(k, dtype) for k in shapes]
                     opt = cls(params, **CONFIGS.get(name, {}), nonfinite=policy)
                     times[label] = _median_ms(lambda: opt.step(grads), repeat)
+                if len(shapes) > 1:  # gradients computed into opt.gradient_buffers(): no gather
+                    params = [np.zeros(k, dtype) for k in shapes]
+                    opt = cls(params, **CONFIGS.get(name, {}))
+                    bufs = opt.gradient_buffers()
+                    for b, g in zip(bufs, grads):
+                        b[...] = g
+                    times["adamkit gradient_buffers"] = _median_ms(lambda: opt.step(bufs), repeat)
                 reads, writes = _traffic_arrays(opt)
                 times["limit"] = _median_ms(_limit_fn(n, reads, writes, dtype), repeat)
                 if numpy_ref and n <= 1_000_000:
@@ -260,6 +268,10 @@ def format_row(row: dict[str, Any]) -> str:
              f"unchecked {t['adamkit unchecked']:9.4f} ms ({t['adamkit unchecked'] / lim:5.2f}x limit"
              + (f", {t['adamkit unchecked'] / fused:5.2f}x torch fused)" if fused else ")"),
              f"limit {lim:9.4f} ms {row['gb_per_s']['limit']:6.1f} GB/s"]
+    if "adamkit gradient_buffers" in t:
+        b = t["adamkit gradient_buffers"]
+        parts.append(f"gradient_buffers {b:8.4f} ms ({b / lim:5.2f}x limit"
+                     + (f", {b / fused:5.2f}x torch fused)" if fused else ")"))
     return "  ".join(parts)
 
 
@@ -272,6 +284,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     rows = [r for r in results["rows"] if r["arrays"] == 1]
     names = sorted({r["optimizer"] for r in rows})
     dtypes = sorted({r["dtype"] for r in rows})
+    if not rows:  # only many-array sizes were measured: nothing to draw against size
+        return
     fig, axes = plt.subplots(len(dtypes), 1, figsize=(9, 4 * len(dtypes)), squeeze=False)
     for ax, dt in zip(axes[:, 0], dtypes):
         for name in names:

@@ -89,7 +89,7 @@ class _Bucket:
     """
 
     __slots__ = ("dtype", "index", "params", "names", "sizes", "offsets", "size", "flat", "views",
-                 "fused", "kparams", "items", "parallel", "gbuf")
+                 "fused", "kparams", "items", "parallel", "gbuf", "gviews", "gviews_flat")
 
     def __init__(self, dtype: np.dtype, index: list[int], params: list[np.ndarray], names: list[str],
                  fused: bool):
@@ -103,6 +103,8 @@ class _Bucket:
         self.flat: dict[str, np.ndarray] = {}
         self.views: list[dict[str, np.ndarray]] = [{} for _ in params]
         self.fused = fused
+        self.gviews = None  # the views handed out by Optimizer.gradient_buffers(), and their buffer
+        self.gviews_flat = None
         if fused:
             # one leaf: a (1, n) view, which the kernels index like the typed list of several leaves
             self.kparams = params[0].reshape(1, -1) if len(params) == 1 else _kernels.typed_list(params)
@@ -123,12 +125,16 @@ class _Bucket:
         if self.gbuf is None:
             g = grads[0]
             return (g if g.flags.c_contiguous else np.ascontiguousarray(g)).reshape(-1)
-        packed = self._packed_view(grads)
+        if self.gviews is not None and all(map(operator.is_, grads, self.gviews)):
+            return self.gviews_flat  # the arrays of Optimizer.gradient_buffers(): already in place
+        packed = self._packed_view(grads) if len(grads) <= 64 else None
         return packed if packed is not None else np.concatenate(grads, axis=None, out=self.gbuf)
 
     def _packed_view(self, grads: list[np.ndarray]) -> np.ndarray | None:
         """When the gradients already lie back to back in one buffer in this bucket's order (as
-        ``DistributedOptimizer`` hands them over), that buffer's slice; else None (then they are copied)."""
+        ``DistributedOptimizer`` hands them over), that buffer's slice; else None (then they are copied).
+        Checking costs about a microsecond per array, more than copying small ones: ``gather`` asks only
+        for a few arrays."""
         base = grads[0].base
         if type(base) is not np.ndarray or base.ndim != 1 or base.dtype != self.dtype or not base.flags.c_contiguous:
             return None
@@ -160,8 +166,8 @@ class _Bucket:
 class _Group:
     """One parameter group: its user-facing dict, its leaves and buckets, and its scalar state."""
 
-    __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "scalars", "grads_name", "_seen", "_hp",
-                 "_slots_ok")
+    __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "shapes", "dtypes", "scalars", "grads_name",
+                 "_seen", "_hp", "_slots_ok")
 
     def __init__(self, spec: dict, treedef: _tree.TreeDef, leaves: list[np.ndarray], names: list[str],
                  fused: bool):
@@ -174,11 +180,26 @@ class _Group:
             by_kind.setdefault((p.dtype, fused and p.flags.c_contiguous), []).append(i)
         self.buckets = [_Bucket(dt, idx, [leaves[i] for i in idx], [names[i] for i in idx], fu)
                         for (dt, fu), idx in by_kind.items()]
+        self.shapes = [p.shape for p in leaves]
+        self.dtypes = [p.dtype for p in leaves]
         self.scalars: dict[str, Any] = {}
         self.grads_name = "grads"  # how error messages name this group's gradients
         self._slots_ok = True  # False when a changed configuration may need a new state slot
         self._seen: tuple | None = None
         self._hp: dict[str, Any] = {}
+
+    def grads_match(self, grads: list) -> bool:
+        """True when every gradient is an ndarray of its parameter's shape and dtype (checked in C loops,
+        which matters for thousands of arrays); else each is checked and converted one by one."""
+        if len(grads) < 8:
+            return False
+        return (set(map(type, grads)) == _ARRAY_ONLY and list(map(_SHAPE, grads)) == self.shapes
+                and list(map(_DTYPE, grads)) == self.dtypes)
+
+
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_ARRAY_ONLY = {np.ndarray}
 
 
 class Optimizer:
@@ -330,9 +351,10 @@ class Optimizer:
         for g, gg in zip(groups, per_group):
             hp = self._hyperparameters(g)
             gl = g.treedef.flatten_like(gg, g.grads_name)
-            for i, (p, x) in enumerate(zip(g.leaves, gl)):
-                if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
-                    gl[i] = _coerce_grad(g.names[i], p, x)
+            if not g.grads_match(gl):
+                for i, (p, x) in enumerate(zip(g.leaves, gl)):
+                    if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
+                        gl[i] = _coerce_grad(g.names[i], p, x)
             lr = hp["lr"]
             if callable(lr):
                 hp = {**hp, "lr": _resolve_lr(lr, count)}
@@ -379,6 +401,27 @@ class Optimizer:
         ref = self.reference
         for p, g, s in zip(b.params, grads, b.views):
             ref(p, g, s, c)
+
+    def gradient_buffers(self) -> Any:
+        """Zeroed arrays mirroring ``params`` (like torch's ``p.grad``) to compute gradients into, in place.
+
+        Several arrays of a group and dtype are views of one contiguous buffer laid out as the
+        optimizer's state, so ``step`` reads them where they are instead of gathering them: with
+        thousands of small arrays this saves a copy per step. The same arrays are returned every call.
+        """
+        if getattr(self, "_grad_buffers", None) is None:
+            per_group = []
+            for g in self._groups:
+                leaves: list = [None] * len(g.leaves)
+                for b in g.buckets:
+                    buf = np.zeros(b.size, b.dtype)
+                    views = [buf[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape) for k, p in enumerate(b.params)]
+                    for i, v in zip(b.index, views):
+                        leaves[i] = v
+                    b.gviews, b.gviews_flat = views, buf
+                per_group.append(g.treedef.unflatten(leaves))
+            self._grad_buffers = per_group if self._grouped else per_group[0]
+        return self._grad_buffers
 
     # ---- information --------------------------------------------------------------------------------
 
