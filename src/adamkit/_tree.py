@@ -10,7 +10,7 @@ give ``"w"`` and ``"enc.w"``, list or tuple items ``"[0]"`` and ``"layers[0].W"`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class TreeDef:
             return dict(zip(self.keys, items))
         return tuple(items) if self.kind == "tuple" else items
 
-    def flatten_like(self, tree: Any, what: str, names: list[str] | None = None) -> list:
+    def flatten_like(self, tree: Any, what: str) -> list:
         """The leaves of ``tree``, which must mirror this structure (lists and tuples are interchangeable).
 
         Raises ``ValueError`` naming ``what`` and the position when the structures differ.
@@ -112,7 +112,7 @@ def _describe(x: Any) -> str:
     return f"a {type(x).__name__}"
 
 
-def flatten(tree: Any, prefix: str = "", is_leaf: Callable[[Any], bool] | None = None):
+def flatten(tree: Any, prefix: str = ""):
     """Return ``(leaves, names, treedef)`` of a structure of arrays.
 
     Anything that is not a dict, list or tuple is a leaf (validated by the caller).
@@ -134,9 +134,3 @@ def flatten(tree: Any, prefix: str = "", is_leaf: Callable[[Any], bool] | None =
 
     treedef = walk(tree, prefix)
     return leaves, names, treedef
-
-
-def map_structure(fn: Callable[[Any], Any], tree: Any) -> Any:
-    """Apply ``fn`` to every leaf of ``tree``, keeping the structure."""
-    leaves, _, treedef = flatten(tree)
-    return treedef.unflatten([fn(x) for x in leaves])

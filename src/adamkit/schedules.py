@@ -157,7 +157,6 @@ def inverse_time(t0: float = 5.0, t1: float = 50.0) -> Schedule:
     return _InverseTime(t0=_check("t0", t0), t1=_check("t1", t1, positive=True))
 
 
-_KINDS = {cls.kind: cls for cls in (_Constant, _StepDecay, _Exponential, _Cosine, _InverseSqrt, _InverseTime)}
 _BUILDERS: dict[str, Callable[..., Schedule]] = {
     "constant": constant,
     "step_decay": step_decay,
