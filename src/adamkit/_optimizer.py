@@ -545,23 +545,26 @@ class Optimizer:
 
     def save(self, path: str | Path) -> Path:
         """Write the state to one ``.npz`` file, atomically (temporary file, then rename)."""
-        sd = self.state_dict()
-        arrays: dict[str, np.ndarray] = {}
-        index = {}
-        for name, slots in sd["state"].items():
-            index[name] = {}
-            for slot, arr in slots.items():
-                key = f"a{len(arrays)}"
-                arrays[key] = arr
-                index[name][slot] = key
-        meta = {k: v for k, v in sd.items() if k != "state"}
-        meta["state"] = index
-        return _checkpoint.save_npz(path, arrays, {"kind": "optimizer", **meta})
+        return _checkpoint.save_npz(path, *state_dict_to_files(self.state_dict()))
 
     def load(self, path: str | Path) -> None:
         """Restore the state written by :meth:`save` (checked as in :meth:`load_state_dict`)."""
         arrays, meta = _checkpoint.load_npz(path)
         self.load_state_dict(state_dict_from_files(arrays, meta, path))
+
+
+def state_dict_to_files(sd: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and the JSON description :meth:`Optimizer.save` writes for a ``state_dict``."""
+    arrays: dict[str, np.ndarray] = {}
+    index: dict[str, dict[str, str]] = {}
+    for name, slots in sd["state"].items():
+        index[name] = {}
+        for slot, arr in slots.items():
+            key = f"a{len(arrays)}"
+            arrays[key] = arr
+            index[name][slot] = key
+    meta = {k: v for k, v in sd.items() if k != "state"}
+    return arrays, {"kind": "optimizer", **meta, "state": index}
 
 
 def state_dict_from_files(arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Any) -> dict[str, Any]:

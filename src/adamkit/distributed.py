@@ -60,7 +60,7 @@ import numpy as np
 
 from . import _checkpoint, _tree
 from ._clip import global_norm
-from ._optimizer import Optimizer, _coerce_grad, state_dict_from_files
+from ._optimizer import Optimizer, _coerce_grad, state_dict_from_files, state_dict_to_files
 
 __all__ = ["DistributedOptimizer", "ReducedGradients", "as_distributed", "install_excepthook", "abort_on_exception", "split_evenly", "mpi"]
 
@@ -956,17 +956,7 @@ class DistributedOptimizer:
         err = None
         if self.rank == _ROOT:
             try:
-                arrays: dict[str, np.ndarray] = {}
-                index: dict[str, dict[str, str]] = {}
-                for name, slots in sd["state"].items():
-                    index[name] = {}
-                    for slot, arr in slots.items():
-                        key = f"a{len(arrays)}"
-                        arrays[key] = arr
-                        index[name][slot] = key
-                meta = {k: v for k, v in sd.items() if k != "state"}
-                meta["state"] = index
-                _checkpoint.save_npz(path, arrays, {"kind": "optimizer", **meta})
+                _checkpoint.save_npz(path, *state_dict_to_files(sd))
             except Exception as exc:  # reported on every rank
                 err = exc
         err = self.comm.bcast(err, root=_ROOT)
