@@ -26,6 +26,10 @@ disk cache does not keep functions that take other jitted functions as arguments
 reference path, for debugging and for tests. Without Numba the reference path is used as well.
 Compiled kernels are cached on disk (``cache=True``), so a second process does not compile again.
 
+State arrays an option leaves unused (SGD's buffer without momentum, RMSprop's ``grad_avg`` when not
+centered, Adam's ``max_exp_avg_sq`` without amsgrad) are passed as empty arrays; slicing them gives
+empty slices that are never read, so every slice keeps one array type.
+
 The argument ``c`` of every kernel is the array of per-step scalars, already cast to the parameter
 dtype; its layout is given by the packing function next to each kernel. ``sgn`` is -1 when maximizing
 (``-g`` and ``-1*g`` are the same number), ``cwd`` the coupled weight decay (``g + cwd*p`` when
@@ -116,11 +120,11 @@ if _numba_error is None:
         if par:
             for k in prange(items.shape[0]):
                 j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _sgd(ps[j][lo - off:hi - off], g[lo:hi], b[lo:hi] if momentum else b, c, momentum, first, nesterov)
+                _sgd(ps[j][lo - off:hi - off], g[lo:hi], b[lo:hi], c, momentum, first, nesterov)
         else:
             for k in range(items.shape[0]):
                 j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _sgd(ps[j][lo - off:hi - off], g[lo:hi], b[lo:hi] if momentum else b, c, momentum, first, nesterov)
+                _sgd(ps[j][lo - off:hi - off], g[lo:hi], b[lo:hi], c, momentum, first, nesterov)
 
     # ---- Adagrad -----------------------------------------------------------------------------------
 
@@ -177,13 +181,13 @@ if _numba_error is None:
         if par:
             for k in prange(items.shape[0]):
                 j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _rmsprop(ps[j][lo - off:hi - off], g[lo:hi], v[lo:hi], gbar[lo:hi] if centered else gbar,
-                         b[lo:hi] if momentum else b, c, centered, momentum)
+                _rmsprop(ps[j][lo - off:hi - off], g[lo:hi], v[lo:hi], gbar[lo:hi],
+                         b[lo:hi], c, centered, momentum)
         else:
             for k in range(items.shape[0]):
                 j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _rmsprop(ps[j][lo - off:hi - off], g[lo:hi], v[lo:hi], gbar[lo:hi] if centered else gbar,
-                         b[lo:hi] if momentum else b, c, centered, momentum)
+                _rmsprop(ps[j][lo - off:hi - off], g[lo:hi], v[lo:hi], gbar[lo:hi],
+                         b[lo:hi], c, centered, momentum)
 
     # ---- Adam, AdamW (and bias_correction=False: the constants differ) ----------------------------
 
@@ -209,12 +213,12 @@ if _numba_error is None:
         if par:
             for k in prange(items.shape[0]):
                 j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi] if amsgrad else vmax,
+                _adam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi],
                       c, amsgrad)
         else:
             for k in range(items.shape[0]):
                 j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi] if amsgrad else vmax,
+                _adam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi],
                       c, amsgrad)
 
     # ---- Adamax ------------------------------------------------------------------------------------
