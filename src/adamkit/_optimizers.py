@@ -52,6 +52,12 @@ def _signed_decayed(p: np.ndarray, g: np.ndarray, c: dict[str, Any]) -> np.ndarr
     return g
 
 
+def _ema(x: np.ndarray, beta: float, value: np.ndarray) -> None:
+    """The exponential moving average, in place: ``x = beta*x + (1-beta)*value``."""
+    x *= beta
+    x += (1.0 - beta) * value
+
+
 class SGD(Optimizer):
     r"""Stochastic gradient descent, with optional (Nesterov) momentum, as torch.optim.SGD.
 
@@ -195,12 +201,10 @@ class RMSprop(Optimizer):
         g = _signed_decayed(p, g, c)
         a = c["alpha"]
         v = s["square_avg"]
-        v *= a
-        v += (1.0 - a) * (g * g)
+        _ema(v, a, g * g)
         if c["centered"]:
             gbar = s["grad_avg"]
-            gbar *= a
-            gbar += (1.0 - a) * g
+            _ema(gbar, a, g)
             d = np.sqrt(v - gbar * gbar) + c["eps"]
         else:
             d = np.sqrt(v) + c["eps"]
@@ -274,10 +278,8 @@ class Adam(Optimizer):
         g = _signed_decayed(p, g, c)
         b1, b2 = c["betas"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
-        m *= b1
-        m += (1.0 - b1) * g
-        v *= b2
-        v += (1.0 - b2) * (g * g)
+        _ema(m, b1, g)
+        _ema(v, b2, g * g)
         if c["amsgrad"]:
             vmax = s["max_exp_avg_sq"]
             np.maximum(vmax, v, out=vmax)
@@ -340,8 +342,7 @@ class Adamax(Optimizer):
         g = _signed_decayed(p, g, c)
         b1, b2 = c["betas"]
         m, u = s["exp_avg"], s["exp_inf"]
-        m *= b1
-        m += (1.0 - b1) * g
+        _ema(m, b1, g)
         u *= b2
         np.maximum(u, np.abs(g) + c["eps"], out=u)
         p -= c["clr"] * (m / u)
@@ -401,10 +402,8 @@ class NAdam(Optimizer):
         g = _signed_decayed(p, g, c)
         b1, b2 = c["betas"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
-        m *= b1
-        m += (1.0 - b1) * g
-        v *= b2
-        v += (1.0 - b2) * (g * g)
+        _ema(m, b1, g)
+        _ema(v, b2, g * g)
         d = np.sqrt(v / c["bc2"]) + c["eps"]
         p -= c["coef_g"] * (g / d)
         p -= c["coef_m"] * (m / d)
@@ -457,10 +456,8 @@ class RAdam(Optimizer):
         g = _signed_decayed(p, g, c)
         b1, b2 = c["betas"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
-        m *= b1
-        m += (1.0 - b1) * g
-        v *= b2
-        v += (1.0 - b2) * (g * g)
+        _ema(m, b1, g)
+        _ema(v, b2, g * g)
         mhat_lr = (m / c["bc1"]) * c["lr"]
         if c["adaptive"]:
             p -= mhat_lr * (c["bc2_sqrt"] / (np.sqrt(v) + c["eps"])) * c["rect"]
