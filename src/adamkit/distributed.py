@@ -51,6 +51,7 @@ import contextlib
 import hashlib
 import math
 import numbers
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -105,6 +106,9 @@ def _report_and_abort(comm: Any, exc_type: type, exc: BaseException, tb: Any) ->
         sys.stderr.flush()
     finally:
         comm.Abort(1)
+        # MPI_Abort should not return, but MPICH's can return before the launcher kills this process
+        # (seen here, rarely): then nothing of this rank may run on, as if the exception were handled.
+        os._exit(1)
 
 
 def install_excepthook(comm: Any = None) -> None:
