@@ -208,9 +208,25 @@ def test_user_subclass_overriding_the_rule_never_runs_a_stale_kernel():
     np.testing.assert_array_equal(p, 0.5)
 
 
-def test_gradients_packed_in_one_buffer_are_read_in_place(monkeypatch):
-    """Gradients that are consecutive views of one buffer (as the distributed layer hands them over) are
-    not copied; anything else is gathered. Both give the reference result."""
+def test_the_resolver_reads_numpys_array_struct_right():
+    """``resolve`` reads data addresses out of NumPy's array struct; on this platform the probe of live
+    arrays (C-contiguous ones accepted; transposed, strided, reshaped, other dtype, unaligned, subclass
+    and non-array objects refused) must pass, else every gradient would take the slow Python route."""
+    assert _kernels._probe_layout()
+    assert _kernels.layout_ok()
+
+
+def _addresses(arrays):
+    return [a.__array_interface__["data"][0] for a in arrays]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["resolver", "python-route"])
+def test_gradients_are_read_where_they_lie(compiled, monkeypatch):
+    """C-contiguous gradients of the right shape and dtype are never copied: the kernel reads them at
+    their own addresses (the resolver, or the Python route when it is off). Anything else (transposed,
+    strided, another dtype, a subclass, a Python float) is converted first. All give the reference."""
+    if not compiled:
+        monkeypatch.setattr(_kernels, "_layout", False)
     rng = np.random.default_rng(4)
     shapes = [(3, 4), (), (5,)]
     init = [rng.standard_normal(s) for s in shapes]
@@ -218,14 +234,20 @@ def test_gradients_packed_in_one_buffer_are_read_in_place(monkeypatch):
     bucket = fused._groups[0].buckets[0]
     buf = rng.standard_normal(1 + 12 + 1 + 5 + 1)
     packed = [buf[1:13].reshape(3, 4), buf[13:14].reshape(()), buf[14:19]]
-    assert np.shares_memory(bucket.gather(packed), buf)
-    shuffled = [packed[0], buf[14:15].reshape(()), buf[15:20]]  # not in the bucket's layout
-    assert not np.shares_memory(bucket.gather(shuffled), buf)
-    for grads in (packed, shuffled, [g.copy() for g in packed]):
+    assert bucket.locate(packed) is compiled
+    odd = [rng.standard_normal((4, 3)).T, 0.25, rng.standard_normal(10)[::2]]  # converted, then read
+    mixed = [rng.standard_normal((3, 4)).astype(np.float32), np.ma.masked_array(rng.standard_normal(())),
+             rng.standard_normal(5)]
+    for grads in (packed, odd, mixed, [g.copy() for g in packed]):
+        work = fused._groups[0].bucket_grads(grads)
+        if grads is packed:
+            assert list(bucket.ga) == _addresses(packed)
+        else:
+            assert len(work) == 1 and list(bucket.ga) == _addresses(work[0][1])
         fused.step(grads)
         ref.step(grads)
-    for a, b in zip(pa, pb):
-        _assert_close(a, b, np.float64)
+        for a, b in zip(pa, pb):
+            _assert_close(a, b, np.float64)
 
 
 def test_gradient_buffers_are_read_in_place_and_give_the_same_steps(monkeypatch):
@@ -240,8 +262,8 @@ def test_gradient_buffers_are_read_in_place_and_give_the_same_steps(monkeypatch)
     for _ in range(3):
         for k in bufs:
             bufs[k][...] = rng.standard_normal(shapes[k])
-        assert np.shares_memory(bucket.gather([bufs[k] for k in ("w", "b", "s")]), bufs["w"])
         fused.step(bufs)
+        assert list(bucket.ga) == _addresses([bufs[k] for k in ("w", "b", "s")])
         ref.step({k: v.copy() for k, v in bufs.items()})
     for k in pa:
         _assert_close(pa[k], pb[k], np.float64)

@@ -7,15 +7,20 @@ the step are computed once per step in float64 by the optimizer's ``constants`` 
 parameter dtype, as NumPy does when a Python float meets an array. So a fused step equals the
 reference step to rounding, and in practice bit for bit.
 
-How many arrays are handled in one call (measured, see ``benchmarks/bench_step.py``): the user's
-parameter arrays stay where they are (they are updated in place, so they cannot be moved into one
-buffer). Each bucket (the leaves of a group sharing a dtype) keeps a typed list of 1-D views of its
-parameters, built once, and its optimizer state as flat contiguous buffers. The gradients of a bucket
-with several leaves are gathered by one ``np.concatenate`` (a C loop, no per-array Python work beyond
-collecting them); one kernel call then walks a table of work items ``(leaf, start, stop, offset)``.
+How many arrays are handled in one call (measured, see ``benchmarks/bench_step.py``): none is moved or
+copied. The user's parameter arrays stay where they are (they are updated in place); each bucket (the
+leaves of a group sharing a dtype) keeps their data addresses, taken once, and its optimizer state as
+flat contiguous buffers. The gradients are read where they lie too: each step, ``resolve`` (one compiled
+loop over the gradient objects) checks that every gradient is an ndarray of its parameter's shape and
+dtype, C-contiguous and aligned, and collects its data address; one kernel call then walks a table of
+work items ``(leaf, start, stop, offset)`` and sees each span as an array at its address (``_leaf``).
 Large leaves are split into chunks of ``CHUNK`` elements so that threads share them; buckets smaller
-than ``PARALLEL_MIN`` elements run on the calling thread (no thread wake-up). On this 2-core machine
-this makes 2,000 arrays of 500 elements cost about what one array of 1e6 costs plus the gather.
+than ``PARALLEL_MIN`` elements run on the calling thread (no thread wake-up). Measured on the 2-core
+machine of the README: 2,000 arrays of 500 elements cost about 3 times one array of 1e6, against 4.4
+times when the gradients were first gathered by ``np.concatenate`` into one buffer (a single-threaded
+copy of every gradient: 0.45 ms of the 1.4 ms step); the per-array Python work left is ``map(id, ...)``.
+Packing the parameters into one buffer instead (handing views to the user) was not chosen: the
+gradients would still arrive as separate arrays, and users keep their own arrays.
 
 Each optimizer has an inline element loop (``_adam``) and a driver (``adam``) that walks the work
 items, on all threads (``prange``) or on the calling one. The drivers look alike on purpose: Numba's
@@ -46,10 +51,17 @@ import numpy as np
 CHUNK = 1 << 16  # elements per work item when a leaf is split across threads
 PARALLEL_MIN = 1 << 17  # buckets smaller than this run on the calling thread
 
+# NumPy's array struct (``PyArrayObject_fields`` in numpy/ndarraytypes.h) on a 64-bit CPython: the
+# object header (reference count, type), then data, nd, dimensions, strides, base, descr, flags.
+_OB_TYPE, _DATA, _NDIM, _SHAPE, _DESCR, _FLAGS = 8, 16, 24, 32, 56, 64
+_C_ALIGNED = 0x0001 | 0x0100  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED
+
 _numba_error: str | None = None
 try:  # pragma: no cover - exercised by the environment, not by a test
-    from numba import njit, prange
-    from numba.typed import List as _TypedList
+    from llvmlite import ir
+    from numba import carray, njit, prange
+    from numba.core import types
+    from numba.extending import intrinsic
 except Exception as exc:  # numba missing or broken: the reference path is used
     _numba_error = f"{type(exc).__name__}: {exc}"
 
@@ -63,27 +75,76 @@ if _numba_error is None:
     _jit = dict(error_model="numpy", cache=True, nogil=True)
     _inline = dict(error_model="numpy", cache=True, inline="always")
 
+    # ---- leaves seen through their data addresses, and the resolver that finds them ---------------
+
+    @intrinsic
+    def _pointer(typingctx, address, like):
+        """The integer ``address`` as a pointer to elements of ``like``'s dtype."""
+        sig = types.CPointer(like.dtype)(types.int64, like)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+        return sig, codegen
+
+    @intrinsic
+    def _word(typingctx, address):
+        """The 64-bit integer stored at ``address``."""
+        def codegen(context, builder, signature, args):
+            return builder.load(builder.inttoptr(args[0], ir.IntType(64).as_pointer()))
+        return types.int64(types.int64), codegen
+
+    @intrinsic
+    def _cint(typingctx, address):
+        """The C ``int`` (32 bits) stored at ``address``."""
+        def codegen(context, builder, signature, args):
+            value = builder.load(builder.inttoptr(args[0], ir.IntType(32).as_pointer()))
+            return builder.sext(value, ir.IntType(64))
+        return types.int64(types.int64), codegen
+
+    @njit(**_inline)
+    def _leaf(addresses, items, k, like):
+        """Work item ``k``'s span of its leaf: a C-contiguous array whose data starts at ``addresses[leaf]``."""
+        j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
+        return carray(_pointer(addresses[j] + (lo - off) * like.itemsize, like), hi - lo)
+
+    @njit(**_jit)
+    def resolve(objects, ndim, dims, dim_start, descr, array_type, out):
+        """Fill ``out[j]`` with the data address of the array whose object address is ``objects[j]``, and
+        return -1; or return the first ``j`` that is not exactly an ndarray, C-contiguous and aligned,
+        with ``ndim[j]`` dimensions equal to ``dims[dim_start[j]:]`` and the dtype object ``descr[j]``.
+
+        It reads NumPy's array struct (``PyArrayObject_fields`` of NumPy's public C headers, whose
+        field offsets are fixed by NumPy's ABI) the way a C extension does through ``PyArray_DATA`` and
+        friends; ``layout_ok`` checks the offsets on live arrays before this is ever used. Only the type
+        field is read of an object that is not an ndarray."""
+        for j in range(objects.size):
+            o = objects[j]
+            if (_word(o + _OB_TYPE) != array_type or _word(o + _DESCR) != descr[j]
+                    or _cint(o + _NDIM) != ndim[j] or (_cint(o + _FLAGS) & _C_ALIGNED) != _C_ALIGNED):
+                return j
+            shape = _word(o + _SHAPE)
+            for d in range(ndim[j]):
+                if _word(shape + 8 * d) != dims[dim_start[j] + d]:
+                    return j
+            out[j] = _word(o + _DATA)
+        return -1
+
     # ---- the non-finite check: one read of every gradient, before anything is written ------------
 
     @njit(**_jit)
-    def first_nonfinite(g):
-        """Index of the first NaN or infinity in the flat array ``g``, or -1 (on the calling thread)."""
-        n = g.size
-        for lo in range(0, n, CHUNK):
-            hi = min(n, lo + CHUNK)
-            if _count_nonfinite(g[lo:hi]):
-                for i in range(lo, hi):
-                    if not np.isfinite(g[i]):
-                        return i
+    def first_nonfinite(ga, items, like):
+        """The leaf of the first work item holding a NaN or an infinity, or -1 (on the calling thread)."""
+        for k in range(items.shape[0]):
+            if _count_nonfinite(_leaf(ga, items, k, like)):
+                return items[k, 0]
         return -1
 
     @njit(parallel=True, **_jit)
-    def count_nonfinite(g):
-        """How many NaNs and infinities ``g`` holds, counted by all threads."""
-        n = g.size
+    def count_nonfinite(ga, items, like):
+        """How many NaNs and infinities the gradients hold, counted by all threads."""
         total = 0
-        for k in prange((n + CHUNK - 1) // CHUNK):
-            total += _count_nonfinite(g[k * CHUNK:min(n, (k + 1) * CHUNK)])
+        for k in prange(items.shape[0]):
+            total += _count_nonfinite(_leaf(ga, items, k, like))
         return total
 
     @njit(**_inline)
@@ -116,15 +177,15 @@ if _numba_error is None:
             p[i] = pi - lr * gi
 
     @njit(parallel=True, **_jit)
-    def sgd(ps, items, par, g, b, c, momentum, first, nesterov):
+    def sgd(pa, ga, items, par, b, c, momentum, first, nesterov):
         if par:
             for k in prange(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _sgd(ps[j][lo - off:hi - off], g[lo:hi], b[lo:hi], c, momentum, first, nesterov)
+                lo, hi = items[k, 1], items[k, 2]
+                _sgd(_leaf(pa, items, k, c), _leaf(ga, items, k, c), b[lo:hi], c, momentum, first, nesterov)
         else:
             for k in range(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _sgd(ps[j][lo - off:hi - off], g[lo:hi], b[lo:hi], c, momentum, first, nesterov)
+                lo, hi = items[k, 1], items[k, 2]
+                _sgd(_leaf(pa, items, k, c), _leaf(ga, items, k, c), b[lo:hi], c, momentum, first, nesterov)
 
     # ---- Adagrad -----------------------------------------------------------------------------------
 
@@ -141,15 +202,15 @@ if _numba_error is None:
             p[i] = pi - clr * (gi / (np.sqrt(si) + eps))
 
     @njit(parallel=True, **_jit)
-    def adagrad(ps, items, par, g, s, c):
+    def adagrad(pa, ga, items, par, s, c):
         if par:
             for k in prange(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adagrad(ps[j][lo - off:hi - off], g[lo:hi], s[lo:hi], c)
+                lo, hi = items[k, 1], items[k, 2]
+                _adagrad(_leaf(pa, items, k, c), _leaf(ga, items, k, c), s[lo:hi], c)
         else:
             for k in range(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adagrad(ps[j][lo - off:hi - off], g[lo:hi], s[lo:hi], c)
+                lo, hi = items[k, 1], items[k, 2]
+                _adagrad(_leaf(pa, items, k, c), _leaf(ga, items, k, c), s[lo:hi], c)
 
     # ---- RMSprop -----------------------------------------------------------------------------------
 
@@ -177,16 +238,16 @@ if _numba_error is None:
                 p[i] = pi - lr * (gi / d)
 
     @njit(parallel=True, **_jit)
-    def rmsprop(ps, items, par, g, v, gbar, b, c, centered, momentum):
+    def rmsprop(pa, ga, items, par, v, gbar, b, c, centered, momentum):
         if par:
             for k in prange(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _rmsprop(ps[j][lo - off:hi - off], g[lo:hi], v[lo:hi], gbar[lo:hi],
+                lo, hi = items[k, 1], items[k, 2]
+                _rmsprop(_leaf(pa, items, k, c), _leaf(ga, items, k, c), v[lo:hi], gbar[lo:hi],
                          b[lo:hi], c, centered, momentum)
         else:
             for k in range(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _rmsprop(ps[j][lo - off:hi - off], g[lo:hi], v[lo:hi], gbar[lo:hi],
+                lo, hi = items[k, 1], items[k, 2]
+                _rmsprop(_leaf(pa, items, k, c), _leaf(ga, items, k, c), v[lo:hi], gbar[lo:hi],
                          b[lo:hi], c, centered, momentum)
 
     # ---- Adam, AdamW (and bias_correction=False: the constants differ) ----------------------------
@@ -209,16 +270,16 @@ if _numba_error is None:
             p[i] = pi - step * (mi / (np.sqrt(vi) / bc2s + eps))
 
     @njit(parallel=True, **_jit)
-    def adam(ps, items, par, g, m, v, vmax, c, amsgrad):
+    def adam(pa, ga, items, par, m, v, vmax, c, amsgrad):
         if par:
             for k in prange(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi],
+                lo, hi = items[k, 1], items[k, 2]
+                _adam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], vmax[lo:hi],
                       c, amsgrad)
         else:
             for k in range(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi],
+                lo, hi = items[k, 1], items[k, 2]
+                _adam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], vmax[lo:hi],
                       c, amsgrad)
 
     # ---- Adamax ------------------------------------------------------------------------------------
@@ -238,15 +299,15 @@ if _numba_error is None:
             p[i] = pi - clr * (mi / ui)
 
     @njit(parallel=True, **_jit)
-    def adamax(ps, items, par, g, m, u, c):
+    def adamax(pa, ga, items, par, m, u, c):
         if par:
             for k in prange(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adamax(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], u[lo:hi], c)
+                lo, hi = items[k, 1], items[k, 2]
+                _adamax(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], u[lo:hi], c)
         else:
             for k in range(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _adamax(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], u[lo:hi], c)
+                lo, hi = items[k, 1], items[k, 2]
+                _adamax(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], u[lo:hi], c)
 
     # ---- NAdam -------------------------------------------------------------------------------------
 
@@ -267,15 +328,15 @@ if _numba_error is None:
             p[i] = pi - cm * (mi / d)
 
     @njit(parallel=True, **_jit)
-    def nadam(ps, items, par, g, m, v, c):
+    def nadam(pa, ga, items, par, m, v, c):
         if par:
             for k in prange(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _nadam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], c)
+                lo, hi = items[k, 1], items[k, 2]
+                _nadam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c)
         else:
             for k in range(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _nadam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], c)
+                lo, hi = items[k, 1], items[k, 2]
+                _nadam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c)
 
     # ---- RAdam -------------------------------------------------------------------------------------
 
@@ -299,15 +360,15 @@ if _numba_error is None:
                 p[i] = pi - mhat_lr
 
     @njit(parallel=True, **_jit)
-    def radam(ps, items, par, g, m, v, c, adaptive):
+    def radam(pa, ga, items, par, m, v, c, adaptive):
         if par:
             for k in prange(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _radam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], c, adaptive)
+                lo, hi = items[k, 1], items[k, 2]
+                _radam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c, adaptive)
         else:
             for k in range(items.shape[0]):
-                j, lo, hi, off = items[k, 0], items[k, 1], items[k, 2], items[k, 3]
-                _radam(ps[j][lo - off:hi - off], g[lo:hi], m[lo:hi], v[lo:hi], c, adaptive)
+                lo, hi = items[k, 1], items[k, 2]
+                _radam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c, adaptive)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,42 +386,48 @@ def _signs(c: dict[str, Any]) -> list[float]:
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
 
-def run(kind: str, ps: Any, items: np.ndarray, par: bool, g: np.ndarray, s: dict[str, np.ndarray],
+def empty(dtype: np.dtype) -> np.ndarray:
+    """An empty array of ``dtype``: fills unused state arguments, and tells a check what type to read."""
+    return _EMPTY[dtype]
+
+
+def run(kind: str, pa: np.ndarray, ga: np.ndarray, items: np.ndarray, par: bool, s: dict[str, np.ndarray],
         c: dict[str, Any], dtype: np.dtype) -> None:
-    """Apply optimizer ``kind``'s fused kernel to one bucket."""
+    """Apply optimizer ``kind``'s fused kernel to one bucket: parameters and gradients at the data
+    addresses ``pa`` and ``ga`` (one per leaf), state in the flat buffers ``s``."""
     empty = _EMPTY[dtype]
     sgn, cwd, dwf = _signs(c)
     if kind == "SGD":
         mom = c["momentum"] != 0
         k = np.array([sgn, cwd, c["lr"], c["momentum"], 1.0 - c["dampening"]], dtype)
-        sgd(ps, items, par, g, s["momentum_buffer"] if mom else empty, k, mom, mom and c["first_momentum"],
+        sgd(pa, ga, items, par, s["momentum_buffer"] if mom else empty, k, mom, mom and c["first_momentum"],
             c["nesterov"])
     elif kind == "Adagrad":
         k = np.array([sgn, cwd, c["clr"], c["eps"]], dtype)
-        adagrad(ps, items, par, g, s["sum"], k)
+        adagrad(pa, ga, items, par, s["sum"], k)
     elif kind == "RMSprop":
         mom = c["momentum"] > 0
         k = np.array([sgn, cwd, c["lr"], c["alpha"], 1.0 - c["alpha"], c["eps"], c["momentum"]], dtype)
-        rmsprop(ps, items, par, g, s["square_avg"], s["grad_avg"] if c["centered"] else empty,
+        rmsprop(pa, ga, items, par, s["square_avg"], s["grad_avg"] if c["centered"] else empty,
                 s["momentum_buffer"] if mom else empty, k, c["centered"], mom)
     elif kind == "Adam":
         b1, b2 = c["betas"]
         k = np.array([sgn, cwd, dwf, b1, 1.0 - b1, b2, 1.0 - b2, c["step_size"], c["bc2_sqrt"], c["eps"]], dtype)
-        adam(ps, items, par, g, s["exp_avg"], s["exp_avg_sq"], s["max_exp_avg_sq"] if c["amsgrad"] else empty,
+        adam(pa, ga, items, par, s["exp_avg"], s["exp_avg_sq"], s["max_exp_avg_sq"] if c["amsgrad"] else empty,
              k, c["amsgrad"])
     elif kind == "Adamax":
         b1, b2 = c["betas"]
         k = np.array([sgn, cwd, b1, 1.0 - b1, b2, c["eps"], c["clr"]], dtype)
-        adamax(ps, items, par, g, s["exp_avg"], s["exp_inf"], k)
+        adamax(pa, ga, items, par, s["exp_avg"], s["exp_inf"], k)
     elif kind == "NAdam":
         b1, b2 = c["betas"]
         k = np.array([sgn, cwd, dwf, b1, 1.0 - b1, b2, 1.0 - b2, c["bc2"], c["eps"], c["coef_g"], c["coef_m"]], dtype)
-        nadam(ps, items, par, g, s["exp_avg"], s["exp_avg_sq"], k)
+        nadam(pa, ga, items, par, s["exp_avg"], s["exp_avg_sq"], k)
     elif kind == "RAdam":
         b1, b2 = c["betas"]
         k = np.array([sgn, cwd, dwf, b1, 1.0 - b1, b2, 1.0 - b2, c["bc1"], c["lr"], c["bc2_sqrt"], c["eps"],
                       c["rect"]], dtype)
-        radam(ps, items, par, g, s["exp_avg"], s["exp_avg_sq"], k, c["adaptive"])
+        radam(pa, ga, items, par, s["exp_avg"], s["exp_avg_sq"], k, c["adaptive"])
     else:  # pragma: no cover - every fused_kernel name is handled above
         raise KeyError(kind)
 
@@ -368,9 +435,48 @@ def run(kind: str, ps: Any, items: np.ndarray, par: bool, g: np.ndarray, s: dict
 
 
 
-def typed_list(arrays: list[np.ndarray]) -> Any:
-    """A Numba typed list of 1-D views of C-contiguous arrays (built once per bucket)."""
-    return _TypedList([a.reshape(-1) for a in arrays])
+def addresses(arrays: list[np.ndarray]) -> np.ndarray:
+    """The data addresses of C-contiguous arrays, as the kernels take them."""
+    return np.array([a.__array_interface__["data"][0] for a in arrays], dtype=np.int64).reshape(-1)
+
+
+_layout: bool | None = None
+
+
+def layout_ok() -> bool:
+    """True when ``resolve`` reads NumPy's array struct right in this process (checked once on live
+    arrays of several kinds; if not, gradients are checked and located in Python instead)."""
+    global _layout
+    if _layout is None:
+        _layout = available() and _probe_layout()
+    return _layout
+
+
+def _probe_layout() -> bool:
+    base = np.arange(24, dtype=np.float64)
+    cases = [  # (array, expected shape, expected dtype, accepted?)
+        (base.reshape(2, 3, 4), (2, 3, 4), base.dtype, True),
+        (base[:1].reshape(()), (), base.dtype, True),
+        (np.zeros(7, np.float32), (7,), np.dtype(np.float32), True),
+        (base.reshape(4, 6).T, (6, 4), base.dtype, False),  # not C-contiguous
+        (base[::2], (12,), base.dtype, False),
+        (base.reshape(4, 6), (6, 4), base.dtype, False),  # another shape
+        (base.astype(np.float32), (24,), base.dtype, False),  # another dtype
+        (np.frombuffer(base.tobytes(), np.float64, 4, 1), (4,), base.dtype, False),  # not aligned
+        (np.ma.masked_array(base), (24,), base.dtype, False),  # a subclass
+        ([0.0] * 24, (24,), base.dtype, False),  # not an array
+    ]
+    try:
+        for x, shape, dtype, accepted in cases:
+            out = np.zeros(1, np.int64)
+            found = resolve(np.array([id(x)], np.int64), np.array([len(shape)], np.int64),
+                            np.array(shape, np.int64).reshape(-1), np.zeros(1, np.int64),
+                            np.array([id(dtype)], np.int64), id(np.ndarray), out)
+            if (found == -1) != accepted or (accepted and out[0] != x.__array_interface__["data"][0]):
+                return False
+        return True
+    except Exception:  # pragma: no cover - a build that cannot compile the resolver
+        return False
 
 
 def work_items(sizes: list[int]) -> np.ndarray:

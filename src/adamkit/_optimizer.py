@@ -84,12 +84,13 @@ def _resolve_lr(lr: Any, count: int) -> float:
 class _Bucket:
     """The leaves of one group that share a dtype; each state slot is one flat buffer over all of them.
 
-    A *fused* bucket (C-contiguous leaves, Numba available) is updated by one kernel call per step;
-    others by the reference rule, leaf by leaf.
+    A *fused* bucket (C-contiguous leaves, Numba available) is updated by one kernel call per step,
+    which reads every parameter and gradient where it lies, through a table of data addresses; others
+    by the reference rule, leaf by leaf.
     """
 
     __slots__ = ("dtype", "index", "params", "names", "sizes", "offsets", "size", "flat", "views",
-                 "fused", "kparams", "items", "parallel", "gbuf", "gviews", "gviews_flat")
+                 "fused", "pa", "ga", "items", "parallel", "ndim", "dims", "dim_start", "descr")
 
     def __init__(self, dtype: np.dtype, index: list[int], params: list[np.ndarray], names: list[str],
                  fused: bool):
@@ -103,14 +104,16 @@ class _Bucket:
         self.flat: dict[str, np.ndarray] = {}
         self.views: list[dict[str, np.ndarray]] = [{} for _ in params]
         self.fused = fused
-        self.gviews = None  # the views handed out by Optimizer.gradient_buffers(), and their buffer
-        self.gviews_flat = None
         if fused:
-            # one leaf: a (1, n) view, which the kernels index like the typed list of several leaves
-            self.kparams = params[0].reshape(1, -1) if len(params) == 1 else _kernels.typed_list(params)
+            self.pa = _kernels.addresses(params)  # parameters never move: they are updated in place
+            self.ga = np.zeros(len(params), np.int64)  # this step's gradients, filled by locate()
             self.items = _kernels.work_items(self.sizes)
             self.parallel = self.size >= _kernels.PARALLEL_MIN
-            self.gbuf = np.empty(self.size, dtype) if len(params) > 1 else None
+            # what locate() expects of each gradient: its parameter's shape and dtype object
+            self.ndim = np.array([p.ndim for p in params], np.int64)
+            self.dims = np.array([d for p in params for d in p.shape], np.int64).reshape(-1)
+            self.dim_start = np.concatenate([[0], np.cumsum(self.ndim)[:-1]]).astype(np.int64)
+            self.descr = np.array([id(p.dtype) for p in params], np.int64)
 
     def add_slot(self, slot: str, fill: float) -> None:
         buf = np.full(self.size, fill, dtype=self.dtype)
@@ -118,42 +121,34 @@ class _Bucket:
         for k, p in enumerate(self.params):
             self.views[k][slot] = buf[self.offsets[k]:self.offsets[k + 1]].reshape(p.shape)
 
-    def gather(self, grads: list[np.ndarray]) -> Any:
-        """The bucket's gradients as the update will read them: one flat array when fused, else the list."""
-        if not self.fused:
-            return grads
-        if self.gbuf is None:
-            g = grads[0]
-            return (g if g.flags.c_contiguous else np.ascontiguousarray(g)).reshape(-1)
-        if self.gviews is not None and all(map(operator.is_, grads, self.gviews)):
-            return self.gviews_flat  # the arrays of Optimizer.gradient_buffers(): already in place
-        packed = self._packed_view(grads) if len(grads) <= 64 else None
-        return packed if packed is not None else np.concatenate(grads, axis=None, out=self.gbuf)
+    def locate(self, grads: list) -> bool:
+        """Fill ``self.ga`` with the data addresses of ``grads`` and return True when every gradient
+        is an ndarray of its parameter's shape and dtype, C-contiguous and aligned (checked by one
+        compiled loop, so thousands of arrays cost microseconds); else return False. Nothing is copied:
+        the kernels read the gradients where they are."""
+        if not _kernels.layout_ok():
+            return False
+        objects = np.fromiter(map(id, grads), np.int64, len(grads))
+        return _kernels.resolve(objects, self.ndim, self.dims, self.dim_start, self.descr, _NDARRAY,
+                                self.ga) < 0
 
-    def _packed_view(self, grads: list[np.ndarray]) -> np.ndarray | None:
-        """When the gradients already lie back to back in one buffer in this bucket's order (as
-        ``DistributedOptimizer`` hands them over), that buffer's slice; else None (then they are copied).
-        Checking costs about a microsecond per array, more than copying small ones: ``gather`` asks only
-        for a few arrays."""
-        base = grads[0].base
-        if type(base) is not np.ndarray or base.ndim != 1 or base.dtype != self.dtype or not base.flags.c_contiguous:
-            return None
-        item = self.dtype.itemsize
-        start = grads[0].__array_interface__["data"][0]
-        for x, off in zip(grads, self.offsets):
-            if (x.base is not base or not x.flags.c_contiguous
-                    or x.__array_interface__["data"][0] != start + int(off) * item):
-                return None
-        first = (start - base.__array_interface__["data"][0]) // item
-        return base[first:first + self.size]
+    def locate_checked(self, grads: list[np.ndarray]) -> list[np.ndarray]:
+        """``locate`` for gradients already checked and converted by ``_coerce_grad``: those that are not
+        C-contiguous and aligned are copied; returns the arrays the kernel will read (keep them alive)."""
+        grads = [x if x.flags.c_contiguous and x.flags.aligned else np.require(x, requirements="CA")
+                 for x in grads]
+        self.ga[:] = _kernels.addresses(grads)
+        return grads
 
-    def first_nonfinite(self, grads: Any) -> str | None:
-        """The name of the first leaf whose gradient has a NaN or an infinity, or None."""
+    def first_nonfinite(self, grads: list[np.ndarray]) -> str | None:
+        """The name of the first leaf whose gradient has a NaN or an infinity, or None (fused buckets:
+        the gradients ``locate`` found)."""
         if self.fused:
-            if self.parallel and not _kernels.count_nonfinite(grads):
+            like = _kernels.empty(self.dtype)
+            if self.parallel and not _kernels.count_nonfinite(self.ga, self.items, like):
                 return None
-            i = _kernels.first_nonfinite(grads)
-            return None if i < 0 else self.names[int(np.searchsorted(self.offsets, i, side="right")) - 1]
+            j = _kernels.first_nonfinite(self.ga, self.items, like)
+            return None if j < 0 else self.names[j]
         for name, x in zip(self.names, grads):
             with np.errstate(over="ignore", invalid="ignore"):
                 total = np.add.reduce(x, axis=None)
@@ -163,11 +158,14 @@ class _Bucket:
         return None
 
 
+_NDARRAY = id(np.ndarray)
+
+
 class _Group:
     """One parameter group: its user-facing dict, its leaves and buckets, and its scalar state."""
 
-    __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "shapes", "dtypes", "scalars", "grads_name",
-                 "_seen", "_hp", "_slots_ok")
+    __slots__ = ("spec", "treedef", "leaves", "names", "buckets", "all_fused", "shapes", "dtypes", "scalars",
+                 "grads_name", "_seen", "_hp", "_slots_ok")
 
     def __init__(self, spec: dict, treedef: _tree.TreeDef, leaves: list[np.ndarray], names: list[str],
                  fused: bool):
@@ -180,6 +178,7 @@ class _Group:
             by_kind.setdefault((p.dtype, fused and p.flags.c_contiguous), []).append(i)
         self.buckets = [_Bucket(dt, idx, [leaves[i] for i in idx], [names[i] for i in idx], fu)
                         for (dt, fu), idx in by_kind.items()]
+        self.all_fused = all(b.fused for b in self.buckets)
         self.shapes = [p.shape for p in leaves]
         self.dtypes = [p.dtype for p in leaves]
         self.scalars: dict[str, Any] = {}
@@ -188,7 +187,30 @@ class _Group:
         self._seen: tuple | None = None
         self._hp: dict[str, Any] = {}
 
-    def grads_match(self, grads: list) -> bool:
+    def bucket_grads(self, grads: list) -> tuple:
+        """``(bucket, its gradients)`` for every bucket, each gradient checked against its parameter.
+
+        Fused buckets locate their gradients by address (``_Bucket.locate``: one compiled check, no copy).
+        Anything else, or a gradient that does not pass, takes the Python route: each gradient is checked
+        and converted by ``_coerce_grad`` (which names the argument in its errors) and, when fused, located.
+        """
+        if self.all_fused:
+            work = (((self.buckets[0], grads),) if len(self.buckets) == 1
+                    else tuple((b, [grads[i] for i in b.index]) for b in self.buckets))
+            if all(b.locate(x) for b, x in work):
+                return work
+        grads = list(grads)
+        if not self._grads_match(grads):
+            for i, (p, x) in enumerate(zip(self.leaves, grads)):
+                if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
+                    grads[i] = _coerce_grad(self.names[i], p, x)
+        work = []
+        for b in self.buckets:
+            x = grads if len(self.buckets) == 1 else [grads[i] for i in b.index]
+            work.append((b, b.locate_checked(x) if b.fused else x))
+        return tuple(work)
+
+    def _grads_match(self, grads: list) -> bool:
         """True when every gradient is an ndarray of its parameter's shape and dtype (checked in C loops,
         which matters for thousands of arrays); else each is checked and converted one by one."""
         if len(grads) < 8:
@@ -350,19 +372,10 @@ class Optimizer:
         plans = []
         for g, gg in zip(groups, per_group):
             hp = self._hyperparameters(g)
-            gl = g.treedef.flatten_like(gg, g.grads_name)
-            if not g.grads_match(gl):
-                for i, (p, x) in enumerate(zip(g.leaves, gl)):
-                    if type(x) is not np.ndarray or x.dtype is not p.dtype or x.shape != p.shape:
-                        gl[i] = _coerce_grad(g.names[i], p, x)
+            work = g.bucket_grads(g.treedef.flatten_like(gg, g.grads_name))
             lr = hp["lr"]
             if callable(lr):
                 hp = {**hp, "lr": _resolve_lr(lr, count)}
-            if len(g.buckets) == 1:
-                b = g.buckets[0]
-                work = ((b, b.gather(gl)),)
-            else:
-                work = tuple((b, b.gather([gl[i] for i in b.index])) for b in g.buckets)
             plans.append((g, hp, work))
 
         if self.nonfinite != "ignore":
@@ -388,7 +401,7 @@ class Optimizer:
             c.update(hp)
             for b, x in work:
                 if b.fused:
-                    _kernels.run(kernel, b.kparams, b.items, b.parallel, x, b.flat, c, b.dtype)
+                    _kernels.run(kernel, b.pa, b.ga, b.items, b.parallel, b.flat, c, b.dtype)
                 else:
                     self._update_bucket(b, x, c)
             if "next_scalars" in c:
@@ -406,8 +419,9 @@ class Optimizer:
         """Zeroed arrays mirroring ``params`` (like torch's ``p.grad``) to compute gradients into, in place.
 
         Several arrays of a group and dtype are views of one contiguous buffer laid out as the
-        optimizer's state, so ``step`` reads them where they are instead of gathering them: with
-        thousands of small arrays this saves a copy per step. The same arrays are returned every call.
+        optimizer's state, so a step streams through the gradients in the order it streams through the
+        state. (``step`` reads any C-contiguous gradients where they lie; these only spare allocating
+        them.) The same arrays are returned every call.
         """
         if getattr(self, "_grad_buffers", None) is None:
             per_group = []
@@ -415,10 +429,8 @@ class Optimizer:
                 leaves: list = [None] * len(g.leaves)
                 for b in g.buckets:
                     buf = np.zeros(b.size, b.dtype)
-                    views = [buf[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape) for k, p in enumerate(b.params)]
-                    for i, v in zip(b.index, views):
-                        leaves[i] = v
-                    b.gviews, b.gviews_flat = views, buf
+                    for i, k, p in zip(b.index, range(len(b.params)), b.params):
+                        leaves[i] = buf[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape)
                 per_group.append(g.treedef.unflatten(leaves))
             self._grad_buffers = per_group if self._grouped else per_group[0]
         return self._grad_buffers
