@@ -269,3 +269,24 @@ def test_gradient_buffers_are_read_in_place_and_give_the_same_steps(monkeypatch)
         _assert_close(pa[k], pb[k], np.float64)
     groups = ak.SGD([{"params": [np.zeros(3)]}, {"params": {"x": np.zeros(2)}}]).gradient_buffers()
     assert isinstance(groups, list) and groups[0][0].shape == (3,) and groups[1]["x"].shape == (2,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_threaded_check_counts_every_element(dtype):
+    """The threaded check walks each work item in blocks with prefetching: a NaN or infinity at any
+    block, chunk or leaf edge is counted exactly once, and a finite array counts zero."""
+    sizes = [2 * _kernels.CHUNK + 300, 257, _kernels.CHUNK]
+    arrays = [np.ones(n, dtype) for n in sizes]
+    items = _kernels.work_items(sizes)
+    ga = _kernels.addresses(arrays)
+    like = _kernels.empty(np.dtype(dtype))
+    assert _kernels.count_nonfinite(ga, items, like) == 0
+    for j, n in enumerate(sizes):
+        for i in sorted({0, 255, 256, 257 % n, n // 2, _kernels.CHUNK - 1, _kernels.CHUNK, n - 2, n - 1} - {n}):
+            if i >= n:
+                continue
+            for bad in (np.nan, np.inf, -np.inf):
+                arrays[j][i] = bad
+                assert _kernels.count_nonfinite(ga, items, like) == 1, (j, i)
+                assert _kernels.first_nonfinite(ga, items, like) == j
+                arrays[j][i] = 1.0

@@ -10,12 +10,16 @@ For every optimizer, size and dtype it measures, in one run on the current machi
 * ``torch``: torch.optim with ``foreach=False``, ``foreach=True`` and ``fused=True`` where supported,
   when torch is installed (gradients preset, so only ``step()`` is timed).
 
-Each figure is the median of ``--repeat`` timings after warm-up. Ratios are taken within the run.
+Each figure is the median of ``--repeat`` timings after warm-up, taken in interleaved rounds (every
+contender once per round, each timing right after an untimed call of the same contender: the steady
+state of back-to-back steps) so that a shared machine's drift moves all of them alike; the limit runs
+on the optimizer's own arrays. Ratios are taken within the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,20 +43,34 @@ TORCH_NAMES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam":
 CONFIGS: dict[str, dict[str, Any]] = {"sgd": {"lr": 1e-3, "momentum": 0.9}, "rmsprop": {"lr": 1e-3}}
 
 
-def _median_ms(fn: Callable[[], Any], repeat: int, min_time: float = 0.05) -> float:
-    fn()  # warm-up (and compilation)
+def _batch(fn: Callable[[], Any], min_time: float = 0.05) -> int:
+    """Warm ``fn`` up (and compile it); return how many calls make one timing of at least ``min_time``."""
+    fn()
     fn()
     t0 = time.perf_counter()
     fn()
     once = time.perf_counter() - t0
-    inner = max(1, int(min_time / max(once, 1e-7)))  # batch tiny steps so the timer is meaningful
-    samples = []
+    return max(1, int(min_time / max(once, 1e-7)))  # batch tiny steps so the timer is meaningful
+
+
+def _interleaved_medians(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median milliseconds per call of each function, timed in ``repeat`` rounds that each time every
+    function once, so that a machine that gets busier or quieter during the run shifts all of them alike
+    (the ratios between them are what the benchmark reports). Each timing follows an untimed call of the
+    same function: every contender is timed in the steady state of back-to-back steps, with the caches
+    holding what its own previous step left, not what another contender left (measured on the README's
+    machine, whose large shared L3 holds much of a 1e7 step: timed after other work, the same step
+    takes up to 1.5 times longer, and by amounts that differ between contenders)."""
+    inner = {k: _batch(fn) for k, fn in fns.items()}
+    samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(inner):
+        for k, fn in fns.items():
             fn()
-        samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples) * 1e3
+            t0 = time.perf_counter()
+            for _ in range(inner[k]):
+                fn()
+            samples[k].append((time.perf_counter() - t0) / inner[k])
+    return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
 
 
 if _kernels.available():
@@ -60,63 +78,65 @@ if _kernels.available():
 
     # The limit: per element, read the gradient and the arrays an optimizer updates, write those back.
     # One kernel per number of updated arrays (parameter + state slots), chunked and threaded like ours.
+    # It adds ``g * zero`` (``zero`` = 0 at run time, so the compiler keeps every load and store): the
+    # values stay as they are, so it can run on the optimizer's own arrays between its steps.
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span1(g, a):  # pragma: no cover - timed, not tested for values
+    def _span1(g, a, zero):  # pragma: no cover - timed, not tested for values
         for i in range(g.size):
-            a[i] = a[i] + g[i]
+            a[i] = a[i] + g[i] * zero
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span2(g, a, b):  # pragma: no cover
+    def _span2(g, a, b, zero):  # pragma: no cover
         for i in range(g.size):
-            x = g[i]
+            x = g[i] * zero
             a[i] = a[i] + x
             b[i] = b[i] + x
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span3(g, a, b, c):  # pragma: no cover
+    def _span3(g, a, b, c, zero):  # pragma: no cover
         for i in range(g.size):
-            x = g[i]
+            x = g[i] * zero
             a[i] = a[i] + x
             b[i] = b[i] + x
             c[i] = c[i] + x
 
     @njit(error_model="numpy", cache=True, inline="always")
-    def _span4(g, a, b, c, d):  # pragma: no cover
+    def _span4(g, a, b, c, d, zero):  # pragma: no cover
         for i in range(g.size):
-            x = g[i]
+            x = g[i] * zero
             a[i] = a[i] + x
             b[i] = b[i] + x
             c[i] = c[i] + x
             d[i] = d[i] + x
 
     @njit(parallel=True, error_model="numpy", cache=True)
-    def _traffic_threads(g, rw):  # pragma: no cover
+    def _traffic_threads(g, rw, zero):  # pragma: no cover
         """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once (all threads)."""
         n = g.size
         for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
             lo, hi = k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK)
             if len(rw) == 1:
-                _span1(g[lo:hi], rw[0][lo:hi])
+                _span1(g[lo:hi], rw[0][lo:hi], zero)
             elif len(rw) == 2:
-                _span2(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi])
+                _span2(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], zero)
             elif len(rw) == 3:
-                _span3(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi])
+                _span3(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], zero)
             else:
-                _span4(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], rw[3][lo:hi])
+                _span4(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], rw[3][lo:hi], zero)
 
     @njit(error_model="numpy", cache=True)
-    def _traffic_serial(g, rw):  # pragma: no cover
+    def _traffic_serial(g, rw, zero):  # pragma: no cover
         """The same on the calling thread, for sizes where the optimizer kernels do not start threads."""
         n = g.size
         if len(rw) == 1:
-            _span1(g, rw[0])
+            _span1(g, rw[0], zero)
         elif len(rw) == 2:
-            _span2(g, rw[0], rw[1])
+            _span2(g, rw[0], rw[1], zero)
         elif len(rw) == 3:
-            _span3(g, rw[0], rw[1], rw[2])
+            _span3(g, rw[0], rw[1], rw[2], zero)
         else:
-            _span4(g, rw[0], rw[1], rw[2], rw[3])
+            _span4(g, rw[0], rw[1], rw[2], rw[3], zero)
 
 
 def _traffic_arrays(opt: Any) -> tuple[int, int]:
@@ -125,12 +145,25 @@ def _traffic_arrays(opt: Any) -> tuple[int, int]:
     return 2 + slots, 1 + slots
 
 
-def _limit_fn(n: int, reads: int, writes: int, dtype: np.dtype) -> Callable[[], None]:
-    assert reads == writes + 1  # the gradient is the only array read and not written
-    rw = tuple(np.zeros(n, dtype) for _ in range(writes))
-    g = np.ones(n, dtype)
-    kernel = _traffic_threads if n >= _kernels.PARALLEL_MIN else _traffic_serial
-    return lambda: kernel(g, rw)
+def _limit_fn(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
+    """The limit kernel on ``opt``'s own memory: its state buffers and, with one array, its parameter and
+    gradient (several arrays: two contiguous arrays of their total size, since the limit is one stream).
+    Same pages as the timed step, so the placement of the arrays in memory cannot favour either."""
+    b = opt._groups[0].buckets[0]
+    slots = [b.flat[k] for k in opt.slots(opt._hyperparameters(opt._groups[0]))]
+    if len(b.params) == 1:
+        p, g = b.params[0].reshape(-1), grads[0].reshape(-1)
+    else:
+        p, g = np.zeros(b.size, b.dtype), np.concatenate(grads, axis=None)
+    rw = (p, *slots)
+    zero = b.dtype.type(0)
+    kernel = _traffic_threads if b.size >= _kernels.PARALLEL_MIN else _traffic_serial
+    return lambda: kernel(g, rw, zero)
+
+
+def _step_with_policy(opt: Any, grads: Any, policy: str) -> None:
+    opt.nonfinite = policy
+    opt.step(grads)
 
 
 def _textbook_adam(params: list[np.ndarray], grads: list[np.ndarray]) -> Callable[[], None]:
@@ -189,34 +222,31 @@ def run(optimizers: list[str], sizes: list[str], dtypes: list[str], repeat: int,
             grads = [rng.standard_normal(k).astype(dtype) for k in shapes]
             for name in optimizers:
                 cls = OPTIMIZERS[name]
-                times: dict[str, float] = {}
-                for label, policy in (("adamkit", "raise"), ("adamkit unchecked", "ignore")):
-                    params = [np.zeros(k, dtype) for k in shapes]
-                    opt = cls(params, **CONFIGS.get(name, {}), nonfinite=policy)
-                    times[label] = _median_ms(lambda: opt.step(grads), repeat)
-                if len(shapes) > 1:  # gradients computed into opt.gradient_buffers(): no gather
-                    params = [np.zeros(k, dtype) for k in shapes]
-                    opt = cls(params, **CONFIGS.get(name, {}))
+                # one optimizer for the checked and the unchecked step and the limit: the same memory
+                main = cls([np.zeros(k, dtype) for k in shapes], **CONFIGS.get(name, {}))
+                fns: dict[str, Callable[[], Any]] = {
+                    "adamkit": functools.partial(_step_with_policy, main, grads, "raise"),
+                    "adamkit unchecked": functools.partial(_step_with_policy, main, grads, "ignore"),
+                    "limit": _limit_fn(main, grads)}
+                if len(shapes) > 1:  # gradients computed into opt.gradient_buffers()
+                    opt = cls([np.zeros(k, dtype) for k in shapes], **CONFIGS.get(name, {}))
                     bufs = opt.gradient_buffers()
                     for b, g in zip(bufs, grads):
                         b[...] = g
-                    times["adamkit gradient_buffers"] = _median_ms(lambda: opt.step(bufs), repeat)
-                reads, writes = _traffic_arrays(opt)
-                times["limit"] = _median_ms(_limit_fn(n, reads, writes, dtype), repeat)
+                    fns["adamkit gradient_buffers"] = functools.partial(opt.step, bufs)
                 if numpy_ref and n <= 1_000_000:
                     os.environ["ADAMKIT_NO_NUMBA"] = "1"
                     try:
-                        params = [np.zeros(k, dtype) for k in shapes]
-                        ref = cls(params, **CONFIGS.get(name, {}), nonfinite="ignore")
+                        ref = cls([np.zeros(k, dtype) for k in shapes], **CONFIGS.get(name, {}), nonfinite="ignore")
                     finally:
                         del os.environ["ADAMKIT_NO_NUMBA"]
-                    times["numpy reference rule"] = _median_ms(lambda: ref.step(grads), repeat)
+                    fns["numpy reference rule"] = functools.partial(ref.step, grads)
                     if name == "adam":
-                        times["numpy textbook"] = _median_ms(
-                            _textbook_adam([np.zeros(k, dtype) for k in shapes], grads), repeat)
+                        fns["numpy textbook"] = _textbook_adam([np.zeros(k, dtype) for k in shapes], grads)
                 if torch:
-                    for label, fn in _torch_fns(name, shapes, dtype).items():
-                        times[label] = _median_ms(fn, repeat)
+                    fns.update(_torch_fns(name, shapes, dtype))
+                times = _interleaved_medians(fns, repeat)
+                reads, writes = _traffic_arrays(main)
                 nbytes = (reads + writes) * n * dtype.itemsize
                 row = {"optimizer": name, "size": size, "elements": n, "arrays": len(shapes), "dtype": dtype_name,
                        "bytes_per_step": nbytes, "ms": times,

@@ -50,7 +50,8 @@ import numpy as np
 
 CHUNK = 1 << 16  # elements per work item when a leaf is split across threads
 PARALLEL_MIN = 1 << 17  # buckets smaller than this run on the calling thread
-AHEAD = 4096  # bytes: how far ahead the threaded non-finite check prefetches
+BLOCK = 1024  # bytes per array: threaded kernels walk a work item in blocks of this size, and ...
+AHEAD = 4096  # ... prefetch (float32 updates and every check) the block this many bytes ahead
 
 # NumPy's array struct (``PyArrayObject_fields`` in numpy/ndarraytypes.h) on a 64-bit CPython: the
 # object header (reference count, type), then data, nd, dimensions, strides, base, descr, flags.
@@ -103,18 +104,31 @@ if _numba_error is None:
         return types.int64(types.int64), codegen
 
     @intrinsic
-    def _prefetch(typingctx, x, offset):
-        """Ask the CPU to start loading the cache line ``offset`` bytes into ``x``'s data, for reading
-        (``llvm.prefetch``); nothing is read or written, and callers keep ``offset`` inside ``x``."""
+    def _prefetch(typingctx, x, i):
+        """Ask the CPU to start loading the cache line of ``x[i]`` (``llvm.prefetch``, for reading);
+        nothing is read or written, and callers keep ``i`` inside ``x``."""
         def codegen(context, builder, signature, args):
             byte = ir.IntType(8).as_pointer()
-            data = builder.bitcast(context.make_array(signature.args[0])(context, builder, args[0]).data, byte)
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
             fnty = ir.FunctionType(ir.VoidType(), [byte] + [ir.IntType(32)] * 3)
             fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
             flags = [ir.Constant(ir.IntType(32), k) for k in (0, 3, 1)]  # read, keep in all caches, data
-            builder.call(fn, [builder.gep(data, [args[1]])] + flags)
+            builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), byte)] + flags)
             return context.get_dummy_value()
         return types.void(x, types.int64), codegen
+
+    @njit(**_inline)
+    def _fetch(x, a):
+        """Prefetch the BLOCK bytes of ``x`` that start AHEAD bytes after ``x[a]``, when they lie inside
+        ``x``. The steps are literal per dtype: computed steps measured 2x slower (the loop bounds then
+        need divisions, and LLVM schedules the block loop worse)."""
+        if x.itemsize == 4:
+            if a + (AHEAD + BLOCK) // 4 <= x.size:
+                for i in range(a + AHEAD // 4, a + (AHEAD + BLOCK) // 4, 16):
+                    _prefetch(x, i)
+        elif a + (AHEAD + BLOCK) // 8 <= x.size:
+            for i in range(a + AHEAD // 8, a + (AHEAD + BLOCK) // 8, 8):
+                _prefetch(x, i)
 
     @njit(**_inline)
     def _leaf(addresses, items, k, like):
@@ -156,21 +170,15 @@ if _numba_error is None:
 
     @njit(parallel=True, **_jit)
     def count_nonfinite(ga, items, like):
-        """How many NaNs and infinities the gradients hold, counted by all threads. A lone read stream
-        is slow on this kind of machine (measured on the README's: 27 GB/s on 2 cores against 37 GB/s
-        of reads in a 4-read/3-write kernel), so each thread also prefetches ``AHEAD`` bytes ahead,
-        which brings the check of 1e7 float32 from 1.7 ms to 0.75 ms."""
+        """How many NaNs and infinities the gradients hold, counted by all threads, block by block with
+        prefetching (see ``_fetch``): a lone read stream is slow on this kind of machine."""
         total = 0
         for k in prange(items.shape[0]):
             x = _leaf(ga, items, k, like)
-            n = x.size
-            size = x.itemsize
-            for a in range(0, n, 256):
-                e = min(n, a + 256)
-                if (e + 256) * size + AHEAD <= n * size:  # the block AHEAD bytes on lies inside x
-                    for offset in range(e * size + AHEAD, (e + 256) * size + AHEAD, 64):
-                        _prefetch(x, offset)
-                total += _count_nonfinite(x[a:e])
+            blk = BLOCK // x.itemsize
+            for a in range(0, x.size, blk):
+                _fetch(x, a)
+                total += _count_nonfinite(x[a:min(x.size, a + blk)])
         return total
 
     @njit(**_inline)
@@ -202,16 +210,26 @@ if _numba_error is None:
                     gi = bi
             p[i] = pi - lr * gi
 
+    @njit(**_inline)
+    def _sgd_item(pa, ga, items, k, b, c, momentum, first, nesterov, ahead):
+        lo, hi = items[k, 1], items[k, 2]
+        p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
+        prefetch = ahead and c.itemsize == 4
+        blk = BLOCK // c.itemsize
+        for a in range(0, hi - lo, blk):
+            e = min(hi - lo, a + blk)
+            if prefetch:
+                _fetch(p, a); _fetch(g, a); _fetch(b, lo + a)
+            _sgd(p[a:e], g[a:e], b[lo + a:lo + e], c, momentum, first, nesterov)
+
     @njit(parallel=True, **_jit)
     def sgd(pa, ga, items, par, b, c, momentum, first, nesterov):
         if par:
             for k in prange(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _sgd(_leaf(pa, items, k, c), _leaf(ga, items, k, c), b[lo:hi], c, momentum, first, nesterov)
+                _sgd_item(pa, ga, items, k, b, c, momentum, first, nesterov, True)
         else:
             for k in range(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _sgd(_leaf(pa, items, k, c), _leaf(ga, items, k, c), b[lo:hi], c, momentum, first, nesterov)
+                _sgd_item(pa, ga, items, k, b, c, momentum, first, nesterov, False)
 
     # ---- Adagrad -----------------------------------------------------------------------------------
 
@@ -227,16 +245,26 @@ if _numba_error is None:
             s[i] = si
             p[i] = pi - clr * (gi / (np.sqrt(si) + eps))
 
+    @njit(**_inline)
+    def _adagrad_item(pa, ga, items, k, s, c, ahead):
+        lo, hi = items[k, 1], items[k, 2]
+        p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
+        prefetch = ahead and c.itemsize == 4
+        blk = BLOCK // c.itemsize
+        for a in range(0, hi - lo, blk):
+            e = min(hi - lo, a + blk)
+            if prefetch:
+                _fetch(p, a); _fetch(g, a); _fetch(s, lo + a)
+            _adagrad(p[a:e], g[a:e], s[lo + a:lo + e], c)
+
     @njit(parallel=True, **_jit)
     def adagrad(pa, ga, items, par, s, c):
         if par:
             for k in prange(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _adagrad(_leaf(pa, items, k, c), _leaf(ga, items, k, c), s[lo:hi], c)
+                _adagrad_item(pa, ga, items, k, s, c, True)
         else:
             for k in range(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _adagrad(_leaf(pa, items, k, c), _leaf(ga, items, k, c), s[lo:hi], c)
+                _adagrad_item(pa, ga, items, k, s, c, False)
 
     # ---- RMSprop -----------------------------------------------------------------------------------
 
@@ -263,18 +291,26 @@ if _numba_error is None:
             else:
                 p[i] = pi - lr * (gi / d)
 
+    @njit(**_inline)
+    def _rmsprop_item(pa, ga, items, k, v, gbar, b, c, centered, momentum, ahead):
+        lo, hi = items[k, 1], items[k, 2]
+        p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
+        prefetch = ahead and c.itemsize == 4
+        blk = BLOCK // c.itemsize
+        for a in range(0, hi - lo, blk):
+            e = min(hi - lo, a + blk)
+            if prefetch:
+                _fetch(p, a); _fetch(g, a); _fetch(v, lo + a); _fetch(gbar, lo + a); _fetch(b, lo + a)
+            _rmsprop(p[a:e], g[a:e], v[lo + a:lo + e], gbar[lo + a:lo + e], b[lo + a:lo + e], c, centered, momentum)
+
     @njit(parallel=True, **_jit)
     def rmsprop(pa, ga, items, par, v, gbar, b, c, centered, momentum):
         if par:
             for k in prange(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _rmsprop(_leaf(pa, items, k, c), _leaf(ga, items, k, c), v[lo:hi], gbar[lo:hi],
-                         b[lo:hi], c, centered, momentum)
+                _rmsprop_item(pa, ga, items, k, v, gbar, b, c, centered, momentum, True)
         else:
             for k in range(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _rmsprop(_leaf(pa, items, k, c), _leaf(ga, items, k, c), v[lo:hi], gbar[lo:hi],
-                         b[lo:hi], c, centered, momentum)
+                _rmsprop_item(pa, ga, items, k, v, gbar, b, c, centered, momentum, False)
 
     # ---- Adam, AdamW (and bias_correction=False: the constants differ) ----------------------------
 
@@ -295,18 +331,26 @@ if _numba_error is None:
                 vmax[i] = vi
             p[i] = pi - step * (mi / (np.sqrt(vi) / bc2s + eps))
 
+    @njit(**_inline)
+    def _adam_item(pa, ga, items, k, m, v, vmax, c, amsgrad, ahead):
+        lo, hi = items[k, 1], items[k, 2]
+        p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
+        prefetch = ahead and c.itemsize == 4
+        blk = BLOCK // c.itemsize
+        for a in range(0, hi - lo, blk):
+            e = min(hi - lo, a + blk)
+            if prefetch:
+                _fetch(p, a); _fetch(g, a); _fetch(m, lo + a); _fetch(v, lo + a); _fetch(vmax, lo + a)
+            _adam(p[a:e], g[a:e], m[lo + a:lo + e], v[lo + a:lo + e], vmax[lo + a:lo + e], c, amsgrad)
+
     @njit(parallel=True, **_jit)
     def adam(pa, ga, items, par, m, v, vmax, c, amsgrad):
         if par:
             for k in prange(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _adam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], vmax[lo:hi],
-                      c, amsgrad)
+                _adam_item(pa, ga, items, k, m, v, vmax, c, amsgrad, True)
         else:
             for k in range(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _adam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], vmax[lo:hi],
-                      c, amsgrad)
+                _adam_item(pa, ga, items, k, m, v, vmax, c, amsgrad, False)
 
     # ---- Adamax ------------------------------------------------------------------------------------
 
@@ -324,16 +368,26 @@ if _numba_error is None:
             u[i] = ui
             p[i] = pi - clr * (mi / ui)
 
+    @njit(**_inline)
+    def _adamax_item(pa, ga, items, k, m, u, c, ahead):
+        lo, hi = items[k, 1], items[k, 2]
+        p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
+        prefetch = ahead and c.itemsize == 4
+        blk = BLOCK // c.itemsize
+        for a in range(0, hi - lo, blk):
+            e = min(hi - lo, a + blk)
+            if prefetch:
+                _fetch(p, a); _fetch(g, a); _fetch(m, lo + a); _fetch(u, lo + a)
+            _adamax(p[a:e], g[a:e], m[lo + a:lo + e], u[lo + a:lo + e], c)
+
     @njit(parallel=True, **_jit)
     def adamax(pa, ga, items, par, m, u, c):
         if par:
             for k in prange(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _adamax(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], u[lo:hi], c)
+                _adamax_item(pa, ga, items, k, m, u, c, True)
         else:
             for k in range(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _adamax(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], u[lo:hi], c)
+                _adamax_item(pa, ga, items, k, m, u, c, False)
 
     # ---- NAdam -------------------------------------------------------------------------------------
 
@@ -353,16 +407,26 @@ if _numba_error is None:
             pi = pi - cg * (gi / d)
             p[i] = pi - cm * (mi / d)
 
+    @njit(**_inline)
+    def _nadam_item(pa, ga, items, k, m, v, c, ahead):
+        lo, hi = items[k, 1], items[k, 2]
+        p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
+        prefetch = ahead and c.itemsize == 4
+        blk = BLOCK // c.itemsize
+        for a in range(0, hi - lo, blk):
+            e = min(hi - lo, a + blk)
+            if prefetch:
+                _fetch(p, a); _fetch(g, a); _fetch(m, lo + a); _fetch(v, lo + a)
+            _nadam(p[a:e], g[a:e], m[lo + a:lo + e], v[lo + a:lo + e], c)
+
     @njit(parallel=True, **_jit)
     def nadam(pa, ga, items, par, m, v, c):
         if par:
             for k in prange(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _nadam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c)
+                _nadam_item(pa, ga, items, k, m, v, c, True)
         else:
             for k in range(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _nadam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c)
+                _nadam_item(pa, ga, items, k, m, v, c, False)
 
     # ---- RAdam -------------------------------------------------------------------------------------
 
@@ -385,16 +449,26 @@ if _numba_error is None:
             else:
                 p[i] = pi - mhat_lr
 
+    @njit(**_inline)
+    def _radam_item(pa, ga, items, k, m, v, c, adaptive, ahead):
+        lo, hi = items[k, 1], items[k, 2]
+        p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
+        prefetch = ahead and c.itemsize == 4
+        blk = BLOCK // c.itemsize
+        for a in range(0, hi - lo, blk):
+            e = min(hi - lo, a + blk)
+            if prefetch:
+                _fetch(p, a); _fetch(g, a); _fetch(m, lo + a); _fetch(v, lo + a)
+            _radam(p[a:e], g[a:e], m[lo + a:lo + e], v[lo + a:lo + e], c, adaptive)
+
     @njit(parallel=True, **_jit)
     def radam(pa, ga, items, par, m, v, c, adaptive):
         if par:
             for k in prange(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _radam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c, adaptive)
+                _radam_item(pa, ga, items, k, m, v, c, adaptive, True)
         else:
             for k in range(items.shape[0]):
-                lo, hi = items[k, 1], items[k, 2]
-                _radam(_leaf(pa, items, k, c), _leaf(ga, items, k, c), m[lo:hi], v[lo:hi], c, adaptive)
+                _radam_item(pa, ga, items, k, m, v, c, adaptive, False)
 
 
 # --------------------------------------------------------------------------------------------------
