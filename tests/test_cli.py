@@ -10,7 +10,10 @@ import sys
 
 import pytest
 
+import numpy as np
+
 import adamkit as ak
+from adamkit import _kernels
 from adamkit.cli import main
 
 CLAIM_VERDICTS = ("holds", "partly holds", "does not hold")
@@ -186,3 +189,29 @@ def test_ctrl_c_stops_the_workers_and_exits_130(tmp_path):
     assert proc.returncode == 130
     assert b"adamkit: interrupted" in err and b"Traceback" not in err
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="adamkit bench needs Numba")
+def test_bench_measures_every_contender_and_leaves_the_limit_arrays_unchanged(tmp_path):
+    """A small run: every row has the limit, both adamkit policies, gradient_buffers for several arrays
+    and the NumPy rules; the limit kernel runs on the optimizer's own arrays and leaves them as they were."""
+    from adamkit import _bench
+
+    res = _bench.run(["adam", "sgd"], ["1e3", "400x2500"], ["float32"], repeat=5, torch=False,
+                     progress=lambda line: None)
+    assert {(r["optimizer"], r["size"]) for r in res["rows"]} == {(o, s) for o in ("adam", "sgd")
+                                                                   for s in ("1e3", "400x2500")}
+    for r in res["rows"]:
+        assert {"limit", "adamkit", "adamkit unchecked", "numpy reference rule"} <= set(r["ms"])
+        assert ("adamkit gradient_buffers" in r["ms"]) == (r["arrays"] > 1)
+        assert all(v > 0 for v in r["ms"].values())
+        assert r["bytes_per_step"] == (7 if r["optimizer"] == "adam" else 5) * r["elements"] * 4
+    opt = ak.Adam([np.full(1000, 0.5, np.float32)])
+    grads = [np.linspace(-1, 1, 1000, dtype=np.float32)]
+    opt.step(grads)
+    before = [opt.params[0].copy()] + [x.copy() for x in opt._groups[0].buckets[0].flat.values()]
+    limit = _bench._limit_fn(opt, grads)
+    limit()
+    after = [opt.params[0]] + list(opt._groups[0].buckets[0].flat.values())
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
