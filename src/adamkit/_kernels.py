@@ -76,6 +76,7 @@ def available() -> bool:
 if _numba_error is None:
     _jit = dict(error_model="numpy", cache=True, nogil=True)
     _inline = dict(error_model="numpy", cache=True, inline="always")
+    _plain = dict(error_model="numpy", cache=True)
 
     # ---- leaves seen through their data addresses, and the resolver that finds them ---------------
 
@@ -117,7 +118,7 @@ if _numba_error is None:
             return context.get_dummy_value()
         return types.void(x, types.int64), codegen
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _fetch(x, a):
         """Prefetch the BLOCK bytes of ``x`` that start AHEAD bytes after ``x[a]``, when they lie inside
         ``x``. The steps are literal per dtype: computed steps measured 2x slower (the loop bounds then
@@ -210,7 +211,7 @@ if _numba_error is None:
                     gi = bi
             p[i] = pi - lr * gi
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _sgd_item(pa, ga, items, k, b, c, momentum, first, nesterov, ahead):
         lo, hi = items[k, 1], items[k, 2]
         p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
@@ -245,7 +246,7 @@ if _numba_error is None:
             s[i] = si
             p[i] = pi - clr * (gi / (np.sqrt(si) + eps))
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _adagrad_item(pa, ga, items, k, s, c, ahead):
         lo, hi = items[k, 1], items[k, 2]
         p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
@@ -291,7 +292,7 @@ if _numba_error is None:
             else:
                 p[i] = pi - lr * (gi / d)
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _rmsprop_item(pa, ga, items, k, v, gbar, b, c, centered, momentum, ahead):
         lo, hi = items[k, 1], items[k, 2]
         p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
@@ -331,7 +332,7 @@ if _numba_error is None:
                 vmax[i] = vi
             p[i] = pi - step * (mi / (np.sqrt(vi) / bc2s + eps))
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _adam_item(pa, ga, items, k, m, v, vmax, c, amsgrad, ahead):
         lo, hi = items[k, 1], items[k, 2]
         p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
@@ -368,7 +369,7 @@ if _numba_error is None:
             u[i] = ui
             p[i] = pi - clr * (mi / ui)
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _adamax_item(pa, ga, items, k, m, u, c, ahead):
         lo, hi = items[k, 1], items[k, 2]
         p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
@@ -407,7 +408,7 @@ if _numba_error is None:
             pi = pi - cg * (gi / d)
             p[i] = pi - cm * (mi / d)
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _nadam_item(pa, ga, items, k, m, v, c, ahead):
         lo, hi = items[k, 1], items[k, 2]
         p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
@@ -449,7 +450,7 @@ if _numba_error is None:
             else:
                 p[i] = pi - mhat_lr
 
-    @njit(**_inline)
+    @njit(**_plain)
     def _radam_item(pa, ga, items, k, m, v, c, adaptive, ahead):
         lo, hi = items[k, 1], items[k, 2]
         p, g = _leaf(pa, items, k, c), _leaf(ga, items, k, c)
