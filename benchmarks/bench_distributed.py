@@ -46,8 +46,8 @@ def model(P: int, n: float, itemsize: int = 4, *, bandwidth: float, latency: flo
       reduce-scatter    (P-1)/P * S / bandwidth +   (P-1) * latency      (ZeRO-1: plus an all-gather,
       all-gather        (P-1)/P * S / bandwidth +   (P-1) * latency       the same volume in total)
     Local memory traffic at ``membw`` bytes/s: packing the gradients into the buffer (2S) and the
-    division by the total weight (2S, or 2S/P sharded); replicated: the full update (traffic * S) plus
-    the core's gather of several gradient arrays into one (2S); sharded: the update of 1/P of the
+    division by the total weight (2S, or 2S/P sharded); replicated: the full update (traffic * S; the
+    optimizer reads the averaged gradients where they lie, in the buffer); sharded: the update of 1/P of the
     parameters (traffic * S / P), the copy of the rank's parameters into the buffer (2S/P) and the copy
     of the gathered parameters back into the arrays (2S).
     """
@@ -57,7 +57,7 @@ def model(P: int, n: float, itemsize: int = 4, *, bandwidth: float, latency: flo
     if shard:
         local = (2 * S + 2 * S / P + traffic * S / P + 2 * S / P + 2 * S) / membw
     else:
-        local = (2 * S + (2 * S if P > 1 else 0) + traffic * S + 2 * S) / membw
+        local = (2 * S + (2 * S if P > 1 else 0) + traffic * S) / membw
     return {"comm": comm, "local": local, "total": comm + local}
 
 
