@@ -16,8 +16,8 @@ dtype, C-contiguous and aligned, and collects its data address; one kernel call 
 work items ``(leaf, start, stop, offset)`` and sees each span as an array at its address (``_leaf``).
 Large leaves are split into chunks of ``CHUNK`` elements so that threads share them; buckets smaller
 than ``PARALLEL_MIN`` elements run on the calling thread (no thread wake-up). Measured on the 2-core
-machine of the README (Adam float32, checked): 2,000 arrays of 500 elements take 0.62 ms, 1.3 times
-one array of 1e6 (1.9 times its traffic limit), against 1.4 ms when the gradients were first gathered
+machine of the README (Adam float32, checked): 2,000 arrays of 500 elements take 0.6-0.8 ms, 1.3-1.4
+times one array of 1e6 (2.2 times its traffic limit), against 1.4 ms when the gradients were gathered
 by ``np.concatenate`` into one buffer (a single-threaded copy of every gradient: 0.45 ms) and checked
 by Python-level ``map`` calls (0.2 ms); the per-array Python work left is one ``map(id, ...)``.
 Packing the parameters into one buffer instead (handing views to the user) was not chosen: the
