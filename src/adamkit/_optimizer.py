@@ -429,7 +429,7 @@ class Optimizer:
                 leaves: list = [None] * len(g.leaves)
                 for b in g.buckets:
                     buf = np.zeros(b.size, b.dtype)
-                    for i, k, p in zip(b.index, range(len(b.params)), b.params):
+                    for k, (i, p) in enumerate(zip(b.index, b.params)):
                         leaves[i] = buf[b.offsets[k]:b.offsets[k + 1]].reshape(p.shape)
                 per_group.append(g.treedef.unflatten(leaves))
             self._grad_buffers = per_group if self._grouped else per_group[0]
