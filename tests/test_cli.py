@@ -206,12 +206,15 @@ def test_bench_measures_every_contender_and_leaves_the_limit_arrays_unchanged(tm
         assert ("adamkit gradient_buffers" in r["ms"]) == (r["arrays"] > 1)
         assert all(v > 0 for v in r["ms"].values())
         assert r["bytes_per_step"] == (7 if r["optimizer"] == "adam" else 5) * r["elements"] * 4
-    opt = ak.Adam([np.full(1000, 0.5, np.float32)])
-    grads = [np.linspace(-1, 1, 1000, dtype=np.float32)]
-    opt.step(grads)
-    before = [opt.params[0].copy()] + [x.copy() for x in opt._groups[0].buckets[0].flat.values()]
-    limit = _bench._limit_fn(opt, grads)
-    limit()
-    after = [opt.params[0]] + list(opt._groups[0].buckets[0].flat.values())
-    for a, b in zip(before, after):
-        np.testing.assert_array_equal(a, b)
+    for n in (1000, _kernels.PARALLEL_MIN + 1000):  # the serial limit; the plain and prefetching threaded ones
+        opt = ak.Adam([np.full(n, 0.5, np.float32)])
+        grads = [np.linspace(-1, 1, n, dtype=np.float32)]
+        opt.step(grads)
+        before = [opt.params[0].copy()] + [x.copy() for x in opt._groups[0].buckets[0].flat.values()]
+        limits = _bench._limit_fns(opt, grads)
+        assert len(limits) == (1 if n < _kernels.PARALLEL_MIN else 2)
+        for limit in limits.values():
+            limit()
+            after = [opt.params[0]] + list(opt._groups[0].buckets[0].flat.values())
+            for a, b in zip(before, after):
+                np.testing.assert_array_equal(a, b)

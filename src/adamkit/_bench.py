@@ -3,7 +3,8 @@
 For every optimizer, size and dtype it measures, in one run on the current machine:
 
 * ``limit``: a Numba kernel with the optimizer's memory traffic (it reads the same arrays and writes
-  the same arrays, doing one addition per element), chunked and threaded like adamkit's kernels;
+  the same arrays, doing one addition per element), chunked and threaded like adamkit's kernels, the
+  faster of a plain and a prefetching version (``limit plain``, ``limit prefetched``);
 * ``adamkit``: ``opt.step(grads)`` with the default non-finite check, and with ``nonfinite="ignore"``;
   for several arrays also with the gradients computed into ``opt.gradient_buffers()`` (no gather);
 * ``numpy``: the textbook NumPy formula (Adam only) and adamkit's NumPy reference rule;
@@ -110,33 +111,38 @@ if _kernels.available():
             c[i] = c[i] + x
             d[i] = d[i] + x
 
+    @njit(error_model="numpy", cache=True)
+    def _span(g, rw, zero, lo, hi):  # pragma: no cover
+        if len(rw) == 1:
+            _span1(g[lo:hi], rw[0][lo:hi], zero)
+        elif len(rw) == 2:
+            _span2(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], zero)
+        elif len(rw) == 3:
+            _span3(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], zero)
+        else:
+            _span4(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], rw[3][lo:hi], zero)
+
     @njit(parallel=True, error_model="numpy", cache=True)
-    def _traffic_threads(g, rw, zero):  # pragma: no cover
-        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once (all threads)."""
+    def _traffic_threads(g, rw, zero, prefetch):  # pragma: no cover
+        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once (all threads);
+        with ``prefetch``, in blocks that prefetch ahead exactly as the optimizer kernels do."""
         n = g.size
+        blk = _kernels.BLOCK // g.itemsize
         for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
             lo, hi = k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK)
-            if len(rw) == 1:
-                _span1(g[lo:hi], rw[0][lo:hi], zero)
-            elif len(rw) == 2:
-                _span2(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], zero)
-            elif len(rw) == 3:
-                _span3(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], zero)
+            if prefetch:
+                for a in range(lo, hi, blk):
+                    _kernels._fetch(g, a)
+                    for x in rw:
+                        _kernels._fetch(x, a)
+                    _span(g, rw, zero, a, min(hi, a + blk))
             else:
-                _span4(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], rw[3][lo:hi], zero)
+                _span(g, rw, zero, lo, hi)
 
     @njit(error_model="numpy", cache=True)
     def _traffic_serial(g, rw, zero):  # pragma: no cover
         """The same on the calling thread, for sizes where the optimizer kernels do not start threads."""
-        n = g.size
-        if len(rw) == 1:
-            _span1(g, rw[0], zero)
-        elif len(rw) == 2:
-            _span2(g, rw[0], rw[1], zero)
-        elif len(rw) == 3:
-            _span3(g, rw[0], rw[1], rw[2], zero)
-        else:
-            _span4(g, rw[0], rw[1], rw[2], rw[3], zero)
+        _span(g, rw, zero, 0, g.size)
 
 
 def _traffic_arrays(opt: Any) -> tuple[int, int]:
@@ -145,10 +151,12 @@ def _traffic_arrays(opt: Any) -> tuple[int, int]:
     return 2 + slots, 1 + slots
 
 
-def _limit_fn(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
+def _limit_fns(opt: Any, grads: list[np.ndarray]) -> dict[str, Callable[[], None]]:
     """The limit kernel on ``opt``'s own memory: its state buffers and, with one array, its parameter and
     gradient (several arrays: two contiguous arrays of their total size, since the limit is one stream).
-    Same pages as the timed step, so the placement of the arrays in memory cannot favour either."""
+    Same pages as the timed step, so the placement of the arrays in memory cannot favour either. Where
+    the optimizer's kernels use threads, the limit is timed plain and with their prefetching, and the
+    faster of the two is the limit."""
     b = opt._groups[0].buckets[0]
     slots = [b.flat[k] for k in opt.slots(opt._hyperparameters(opt._groups[0]))]
     if len(b.params) == 1:
@@ -157,8 +165,10 @@ def _limit_fn(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
         p, g = np.zeros(b.size, b.dtype), np.concatenate(grads, axis=None)
     rw = (p, *slots)
     zero = b.dtype.type(0)
-    kernel = _traffic_threads if b.size >= _kernels.PARALLEL_MIN else _traffic_serial
-    return lambda: kernel(g, rw, zero)
+    if b.size < _kernels.PARALLEL_MIN:
+        return {"limit": lambda: _traffic_serial(g, rw, zero)}
+    return {"limit plain": lambda: _traffic_threads(g, rw, zero, False),
+            "limit prefetched": lambda: _traffic_threads(g, rw, zero, True)}
 
 
 def _step_with_policy(opt: Any, grads: Any, policy: str) -> None:
@@ -227,7 +237,7 @@ def run(optimizers: list[str], sizes: list[str], dtypes: list[str], repeat: int,
                 fns: dict[str, Callable[[], Any]] = {
                     "adamkit": functools.partial(_step_with_policy, main, grads, "raise"),
                     "adamkit unchecked": functools.partial(_step_with_policy, main, grads, "ignore"),
-                    "limit": _limit_fn(main, grads)}
+                    **_limit_fns(main, grads)}
                 if len(shapes) > 1:  # gradients computed into opt.gradient_buffers()
                     opt = cls([np.zeros(k, dtype) for k in shapes], **CONFIGS.get(name, {}))
                     bufs = opt.gradient_buffers()
@@ -246,6 +256,7 @@ def run(optimizers: list[str], sizes: list[str], dtypes: list[str], repeat: int,
                 if torch:
                     fns.update(_torch_fns(name, shapes, dtype))
                 times = _interleaved_medians(fns, repeat)
+                times.setdefault("limit", min(times.get("limit plain", np.inf), times.get("limit prefetched", np.inf)))
                 reads, writes = _traffic_arrays(main)
                 nbytes = (reads + writes) * n * dtype.itemsize
                 row = {"optimizer": name, "size": size, "elements": n, "arrays": len(shapes), "dtype": dtype_name,
