@@ -6,7 +6,7 @@ For every optimizer, size and dtype it measures, in one run on the current machi
   the same arrays, doing one addition per element), chunked and threaded like adamkit's kernels, the
   faster of a plain and a prefetching version (``limit plain``, ``limit prefetched``);
 * ``adamkit``: ``opt.step(grads)`` with the default non-finite check, and with ``nonfinite="ignore"``;
-  for several arrays also with the gradients computed into ``opt.gradient_buffers()`` (no gather);
+  for several arrays also with the gradients computed into ``opt.gradient_buffers()``;
 * ``numpy``: the textbook NumPy formula (Adam only) and adamkit's NumPy reference rule;
 * ``torch``: torch.optim with ``foreach=False``, ``foreach=True`` and ``fused=True`` where supported,
   when torch is installed (gradients preset, so only ``step()`` is timed).
