@@ -499,12 +499,12 @@ def run(kind: str, pa: np.ndarray, ga: np.ndarray, items: np.ndarray, par: bool,
         c: dict[str, Any], dtype: np.dtype) -> None:
     """Apply optimizer ``kind``'s fused kernel to one bucket: parameters and gradients at the data
     addresses ``pa`` and ``ga`` (one per leaf), state in the flat buffers ``s``."""
-    empty = _EMPTY[dtype]
+    unused = empty(dtype)  # for state slots this configuration does not use
     sgn, cwd, dwf = _signs(c)
     if kind == "SGD":
         mom = c["momentum"] != 0
         k = np.array([sgn, cwd, c["lr"], c["momentum"], 1.0 - c["dampening"]], dtype)
-        sgd(pa, ga, items, par, s["momentum_buffer"] if mom else empty, k, mom, mom and c["first_momentum"],
+        sgd(pa, ga, items, par, s["momentum_buffer"] if mom else unused, k, mom, mom and c["first_momentum"],
             c["nesterov"])
     elif kind == "Adagrad":
         k = np.array([sgn, cwd, c["clr"], c["eps"]], dtype)
@@ -512,12 +512,12 @@ def run(kind: str, pa: np.ndarray, ga: np.ndarray, items: np.ndarray, par: bool,
     elif kind == "RMSprop":
         mom = c["momentum"] > 0
         k = np.array([sgn, cwd, c["lr"], c["alpha"], 1.0 - c["alpha"], c["eps"], c["momentum"]], dtype)
-        rmsprop(pa, ga, items, par, s["square_avg"], s["grad_avg"] if c["centered"] else empty,
-                s["momentum_buffer"] if mom else empty, k, c["centered"], mom)
+        rmsprop(pa, ga, items, par, s["square_avg"], s["grad_avg"] if c["centered"] else unused,
+                s["momentum_buffer"] if mom else unused, k, c["centered"], mom)
     elif kind == "Adam":
         b1, b2 = c["betas"]
         k = np.array([sgn, cwd, dwf, b1, 1.0 - b1, b2, 1.0 - b2, c["step_size"], c["bc2_sqrt"], c["eps"]], dtype)
-        adam(pa, ga, items, par, s["exp_avg"], s["exp_avg_sq"], s["max_exp_avg_sq"] if c["amsgrad"] else empty,
+        adam(pa, ga, items, par, s["exp_avg"], s["exp_avg_sq"], s["max_exp_avg_sq"] if c["amsgrad"] else unused,
              k, c["amsgrad"])
     elif kind == "Adamax":
         b1, b2 = c["betas"]
