@@ -273,17 +273,24 @@ def test_gradient_buffers_are_read_in_place_and_give_the_same_steps(monkeypatch)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_threaded_check_counts_every_element(dtype):
-    """The threaded check walks each work item in blocks with prefetching: a NaN or infinity at any
-    block, chunk or leaf edge is counted exactly once, and a finite array counts zero."""
-    sizes = [2 * _kernels.CHUNK + 300, 257, _kernels.CHUNK]
+    """The threaded check walks each work item as two interleaved halves, in blocks with prefetching:
+    a NaN or infinity at any block, half, chunk or leaf edge is counted exactly once, and a finite array
+    counts zero."""
+    sizes = [2 * _kernels.CHUNK + 300, 257, _kernels.CHUNK, 1, 129]
     arrays = [np.ones(n, dtype) for n in sizes]
     items = _kernels.work_items(sizes)
     ga = _kernels.addresses(arrays)
     like = _kernels.empty(np.dtype(dtype))
     assert _kernels.count_nonfinite(ga, items, like) == 0
     for j, n in enumerate(sizes):
-        for i in sorted({0, 255, 256, 257 % n, n // 2, _kernels.CHUNK - 1, _kernels.CHUNK, n - 2, n - 1} - {n}):
-            if i >= n:
+        spans = [(lo - off, hi - off) for leaf, lo, hi, off in items if leaf == j]
+        # every edge of every work item, and every 64-element boundary (blocks are 64 or 128 elements)
+        # around its middle, where the second half starts
+        where = {i for lo, hi in spans for i in (lo, lo + 1, hi - 2, hi - 1)}
+        where |= {i for lo, hi in spans for d in range(-260, 261) if d % 64 in (0, 1, 63)
+                  for i in [(lo + hi) // 2 + d] if lo <= i < hi}
+        for i in sorted(where):
+            if not 0 <= i < n:
                 continue
             for bad in (np.nan, np.inf, -np.inf):
                 arrays[j][i] = bad

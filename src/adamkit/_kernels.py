@@ -62,6 +62,7 @@ CHUNK = 1 << 16  # elements per work item when a leaf is split across threads
 PARALLEL_MIN = 1 << 17  # buckets smaller than this run on the calling thread
 BLOCK = 512  # bytes per array: threaded kernels walk a work item in blocks of this size, and ...
 AHEAD = 4096  # ... prefetch the block this many bytes ahead
+CHECK_AHEAD = 1024  # the non-finite check (two read streams per thread) prefetches this many bytes ahead
 
 # NumPy's array struct (``PyArrayObject_fields`` in numpy/ndarraytypes.h) on a 64-bit CPython: the
 # object header (reference count, type), then data, nd, dimensions, strides, base, descr, flags.
@@ -131,8 +132,9 @@ if _numba_error is None:
     @njit(**_plain)
     def _fetch(x, a):
         """Prefetch the BLOCK bytes of ``x`` that start AHEAD bytes after ``x[a]``, when they lie inside
-        ``x``. The steps are literal per dtype: computed steps measured 2x slower (the loop bounds then
-        need divisions, and LLVM schedules the block loop worse)."""
+        ``x`` (the check passes ``a`` shifted back to fetch CHECK_AHEAD bytes on). The steps are literal
+        per dtype: computed steps measured 2x slower (the loop bounds then need divisions, and LLVM
+        schedules the block loop worse)."""
         if x.itemsize == 4:
             if a + (AHEAD + BLOCK) // 4 <= x.size:
                 for i in range(a + AHEAD // 4, a + (AHEAD + BLOCK) // 4, 16):
@@ -181,15 +183,24 @@ if _numba_error is None:
 
     @njit(parallel=True, **_jit)
     def count_nonfinite(ga, items, like):
-        """How many NaNs and infinities the gradients hold, counted by all threads, block by block with
-        prefetching (see ``_fetch``): a lone read stream is slow on this kind of machine."""
+        """How many NaNs and infinities the gradients hold, counted by all threads. A lone read stream
+        is slow on this kind of machine, so each work item is read as two interleaved halves, block by
+        block, each block prefetching CHECK_AHEAD bytes on (see ``_fetch``). Measured on the README's
+        machine, 1e8 float32 from main memory: 11.0-11.8 ms against 14.1-15.2 ms for one stream per
+        item prefetching AHEAD bytes on; the same (0.76-0.79 ms) at 1e7, from the L3 cache."""
         total = 0
         for k in prange(items.shape[0]):
             x = _leaf(ga, items, k, like)
             blk = BLOCK // x.itemsize
-            for a in range(0, x.size, blk):
-                _fetch(x, a)
+            half = (x.size + 2 * blk - 1) // (2 * blk) * blk  # whole blocks; 2 * half >= x.size
+            shift = (CHECK_AHEAD - AHEAD) // x.itemsize  # _fetch(x, a + shift) fetches CHECK_AHEAD on
+            for a in range(0, half, blk):
+                _fetch(x, a + shift)
                 total += _count_nonfinite(x[a:min(x.size, a + blk)])
+                b = half + a
+                if b < x.size:
+                    _fetch(x, b + shift)
+                    total += _count_nonfinite(x[b:min(x.size, b + blk)])
         return total
 
     @njit(**_inline)
