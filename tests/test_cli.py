@@ -202,7 +202,9 @@ def test_bench_measures_every_contender_and_leaves_the_limit_arrays_unchanged(tm
     assert {(r["optimizer"], r["size"]) for r in res["rows"]} == {(o, s) for o in ("adam", "sgd")
                                                                    for s in ("1e3", "400x2500")}
     for r in res["rows"]:
-        assert {"limit", "adamkit", "adamkit unchecked", "numpy reference rule"} <= set(r["ms"])
+        assert {"limit", "adamkit", "adamkit unchecked", "check", "numpy reference rule"} <= set(r["ms"])
+        threaded = r["elements"] >= _kernels.PARALLEL_MIN  # then also one read of the gradient, and it before the limit
+        assert ({"read", "read, limit"} <= set(r["ms"])) == threaded
         assert ("adamkit gradient_buffers" in r["ms"]) == (r["arrays"] > 1)
         assert all(v > 0 for v in r["ms"].values())
         assert r["bytes_per_step"] == (7 if r["optimizer"] == "adam" else 5) * r["elements"] * 4
@@ -212,9 +214,28 @@ def test_bench_measures_every_contender_and_leaves_the_limit_arrays_unchanged(tm
         opt.step(grads)
         before = [opt.params[0].copy()] + [x.copy() for x in opt._groups[0].buckets[0].flat.values()]
         limits = _bench._limit_fns(opt, grads)
-        assert len(limits) == (1 if n < _kernels.PARALLEL_MIN else 2)
+        assert set(limits) == ({"limit"} if n < _kernels.PARALLEL_MIN else
+                               {"limit plain", "limit prefetched", "read", "read, limit"})
         for limit in limits.values():
             limit()
             after = [opt.params[0]] + list(opt._groups[0].buckets[0].flat.values())
             for a, b in zip(before, after):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="adamkit bench needs Numba")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_bench_read_kernel_reads_every_element(dtype):
+    """The benchmark's 'read' (one read of the gradient) returns a sum of ORs of the bits of its blocks:
+    zeros give 0, and one nonzero element anywhere (chunk, half and block edges) gives its bits."""
+    from adamkit import _bench
+
+    n = _kernels.CHUNK + 1000
+    g = np.zeros(n, dtype)
+    assert _bench._read_threads(g) == 0
+    bits = int(np.bitwise_or.reduce(np.array([1.5], dtype).view(np.int32)))
+    for i in (0, 1, 127, 128, _kernels.CHUNK // 2 - 1, _kernels.CHUNK // 2, _kernels.CHUNK - 1, _kernels.CHUNK,
+              _kernels.CHUNK + 511, _kernels.CHUNK + 512, n - 1):
+        g[i] = 1.5
+        assert _bench._read_threads(g) == bits, i
+        g[i] = 0

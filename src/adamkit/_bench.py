@@ -37,7 +37,9 @@ from . import _kernels
 from ._optimizers import OPTIMIZERS
 
 SIZES = {"1e3": [1000], "1e5": [100_000], "1e6": [1_000_000], "1e7": [10_000_000],
-         "400x2500": [2500] * 400, "2000x500": [500] * 2000}
+         "400x2500": [2500] * 400, "2000x500": [500] * 2000, "1e8": [100_000_000]}
+# 1e8 only on request: a step that no cache holds (1.6 GB for Adam float32), from main memory
+DEFAULT_SIZES = [s for s in SIZES if s != "1e8"]
 TORCH_NAMES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
                "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam"}
 # A representative configuration per optimizer (momentum on, so SGD's traffic includes its buffer).
@@ -57,16 +59,19 @@ def _batch(fn: Callable[[], Any], min_time: float = 0.05) -> int:
 def _interleaved_medians(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
     """Median milliseconds per call of each function, timed in ``repeat`` rounds that each time every
     function once, so that a machine that gets busier or quieter during the run shifts all of them alike
-    (the ratios between them are what the benchmark reports). Each timing follows an untimed call of the
-    same function: every contender is timed in the steady state of back-to-back steps, with the caches
-    holding what its own previous step left, not what another contender left (measured on the README's
-    machine, whose large shared L3 holds much of a 1e7 step: timed after other work, the same step
-    takes up to 1.5 times longer, and by amounts that differ between contenders)."""
+    (the ratios between them are what the benchmark reports). Each timing follows as many untimed calls
+    of the same function as it times: every contender is timed in the steady state of back-to-back
+    steps, with the caches holding what its own previous steps left, not what another contender left.
+    Measured on the README's machine, whose large L3 is shared with other tenants and holds much of a
+    1e7 step: after 16 ms of other work, or of sleep, the next Adam steps of 1e7 float32 take 6.2, 5.1,
+    4.9, 4.6 ms ... against 4.4 ms back to back; one untimed call before each timing was not enough
+    (which contender ran before then moved the checked step by 10%)."""
     inner = {k: _batch(fn) for k, fn in fns.items()}
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
-            fn()
+            for _ in range(inner[k]):
+                fn()
             t0 = time.perf_counter()
             for _ in range(inner[k]):
                 fn()
@@ -140,6 +145,36 @@ if _kernels.available():
                 _span(g, rw, zero, lo, hi)
 
     @njit(error_model="numpy", cache=True)
+    def _sum(x):  # pragma: no cover
+        """The bitwise OR of ``x``'s bytes seen as 32-bit integers: integer operations reassociate freely,
+        so the loop vectorises and the loads set the pace."""
+        bits = x.view(np.int32)
+        total = np.int32(0)
+        for i in range(bits.size):
+            total |= bits[i]
+        return total
+
+    @njit(parallel=True, error_model="numpy", cache=True)
+    def _read_threads(g):  # pragma: no cover
+        """Read ``g`` once (all threads, chunked like the limit) and return a sum of ORs of its bits: one
+        read of the gradient, the most the non-finite check may cost. Each chunk is read as the check
+        reads it: two interleaved halves, in blocks that prefetch ahead."""
+        n = g.size
+        blk = _kernels.BLOCK // g.itemsize
+        shift = (_kernels.CHECK_AHEAD - _kernels.AHEAD) // g.itemsize
+        total = 0
+        for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
+            x = g[k * _kernels.CHUNK:min(n, (k + 1) * _kernels.CHUNK)]
+            half = (x.size + 2 * blk - 1) // (2 * blk) * blk
+            for a in range(0, half, blk):
+                _kernels._fetch(x, a + shift)
+                total += _sum(x[a:min(x.size, a + blk)])
+                if half + a < x.size:
+                    _kernels._fetch(x, half + a + shift)
+                    total += _sum(x[half + a:min(x.size, half + a + blk)])
+        return total
+
+    @njit(error_model="numpy", cache=True)
     def _traffic_serial(g, rw, zero):  # pragma: no cover
         """The same on the calling thread, for sizes where the optimizer kernels do not start threads."""
         _span(g, rw, zero, 0, g.size)
@@ -168,7 +203,18 @@ def _limit_fns(opt: Any, grads: list[np.ndarray]) -> dict[str, Callable[[], None
     if b.size < _kernels.PARALLEL_MIN:
         return {"limit": lambda: _traffic_serial(g, rw, zero)}
     return {"limit plain": lambda: _traffic_threads(g, rw, zero, False),
-            "limit prefetched": lambda: _traffic_threads(g, rw, zero, True)}
+            "limit prefetched": lambda: _traffic_threads(g, rw, zero, True),
+            "read": lambda: _read_threads(g),
+            "read, limit": lambda: (_read_threads(g), _traffic_threads(g, rw, zero, True))}
+
+
+def _check_only(opt: Any, grads: list[np.ndarray]) -> None:
+    """What a checked step adds to an unchecked one: locate the gradients and look for non-finite values
+    (the optimizer's own code; nothing is written)."""
+    for g in opt._groups:
+        for b, x in g.bucket_grads(g.treedef.flatten_like(grads, g.grads_name)):
+            if b.first_nonfinite(x) is not None:
+                raise FloatingPointError("the benchmark's gradients are finite")
 
 
 def _step_with_policy(opt: Any, grads: Any, policy: str) -> None:
@@ -237,6 +283,7 @@ def run(optimizers: list[str], sizes: list[str], dtypes: list[str], repeat: int,
                 fns: dict[str, Callable[[], Any]] = {
                     "adamkit": functools.partial(_step_with_policy, main, grads, "raise"),
                     "adamkit unchecked": functools.partial(_step_with_policy, main, grads, "ignore"),
+                    "check": functools.partial(_check_only, main, grads),
                     **_limit_fns(main, grads)}
                 if len(shapes) > 1:  # gradients computed into opt.gradient_buffers()
                     opt = cls([np.zeros(k, dtype) for k in shapes], **CONFIGS.get(name, {}))
@@ -309,6 +356,9 @@ def format_row(row: dict[str, Any]) -> str:
              f"unchecked {t['adamkit unchecked']:9.4f} ms ({t['adamkit unchecked'] / lim:5.2f}x limit"
              + (f", {t['adamkit unchecked'] / fused:5.2f}x torch fused)" if fused else ")"),
              f"limit {lim:9.4f} ms {row['gb_per_s']['limit']:6.1f} GB/s"]
+    if "read" in t:  # one more read of the gradient; the checked step against a read followed by the limit
+        parts.append(f"check {t['check']:8.4f} ms, read {t['read']:8.4f} ms, checked {t['adamkit'] / t['read, limit']:5.2f}x "
+                     f"(read, limit)")
     if "adamkit gradient_buffers" in t:
         b = t["adamkit gradient_buffers"]
         parts.append(f"gradient_buffers {b:8.4f} ms ({b / lim:5.2f}x limit"
@@ -350,8 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), metavar="NAME",
                         help=f"optimizers to time (default: all of {', '.join(OPTIMIZERS)})")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), metavar="SIZE",
-                        help=f"problem sizes (default: all of {', '.join(SIZES)})")
+    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, metavar="SIZE",
+                        help=f"problem sizes: {', '.join(SIZES)} (default: all but 1e8, which needs a few GB "
+                             f"of memory and runs from main memory rather than cache)")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], metavar="DTYPE",
                         help="float32 and/or float64 (default: both)")
     parser.add_argument("--repeat", type=int, default=7, help="timings per figure; the median is reported (>= 5)")
