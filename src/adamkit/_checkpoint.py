@@ -1,21 +1,22 @@
 """Atomic ``.npz`` files holding arrays plus a JSON description, and checks on reading them back.
 
-Every file adamkit writes (optimizer state, ``fit`` checkpoints) goes through :func:`save_npz`: the data
-is written to a temporary file in the same directory, flushed to disk, then renamed over the target,
-so a crash leaves either the old file or the new one, never half of one. :func:`load_npz` turns a
-truncated or corrupted file into one clear ``ValueError``.
+Optimizer state and ``fit`` checkpoints go through :func:`save_npz`: the data is written atomically
+(``_files.write_atomic``: a temporary file in the same directory, flushed to disk, then renamed over
+the target), so a crash leaves either the old file or the new one, never half of one.
+:func:`load_npz` turns a truncated or corrupted file into one clear ``ValueError``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._files import write_atomic
 
 _META_KEY = "__adamkit_meta__"
 
@@ -30,19 +31,7 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[
         raise ValueError(f"path={str(path)!r}: directory {str(directory)!r} does not exist")
     payload = dict(arrays)
     payload[_META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, lambda f: np.savez(f, **payload))
     return path
 
 

@@ -43,6 +43,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import _tree
+from ._files import write_atomic
 from ._optimizers import OPTIMIZERS, optimizer_class
 from ._problems import PROBLEMS, Problem, Variant, check_lrs
 from ._problems import problems as _builtin_problems
@@ -985,10 +986,7 @@ class Results:
         path = Path(path)
         if path.parent != Path(""):
             path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), allow_nan=False, separators=(",", ":")))
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), allow_nan=False, separators=(",", ":")))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Results":

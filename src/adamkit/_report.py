@@ -13,12 +13,13 @@ import base64
 import html
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ._files import write_atomic
 
 HOLDS, PARTLY, FAILS, UNTESTED = "holds", "partly holds", "does not hold", "not tested"
 
@@ -601,7 +602,7 @@ def _save(fig, path: Path) -> Path:
                 lo, hi = math.log10(min(lim)), math.log10(max(lim))
                 if math.floor(hi) - math.ceil(lo) + 1 < 2:
                     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    fig.savefig(path, format="png")
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
     return path
 
 
@@ -1177,16 +1178,13 @@ def write_report(res: Any, directory: Path, jobs: int | None = None) -> Path:
     figures = plot_all(res, directory, jobs)
     claims = evaluate_claims(res)
     res.to_json(directory / "results.json")
-    (directory / "claims.json").write_text(json.dumps([_clean(c.to_dict()) for c in claims], indent=1, allow_nan=False))
-    (directory / "table.txt").write_text(res.table("text") + "\n")
-    (directory / "table.md").write_text(res.table("markdown") + "\n")
+    write_atomic(directory / "claims.json",
+                 json.dumps([_clean(c.to_dict()) for c in claims], indent=1, allow_nan=False))
+    write_atomic(directory / "table.txt", res.table("text") + "\n")
+    write_atomic(directory / "table.md", res.table("markdown") + "\n")
     blocks = _blocks(res, claims, figures)
-    (directory / "report.md").write_text(_md(blocks))
-    out = directory / "report.html"
-    tmp = directory / "report.html.tmp"
-    tmp.write_text(_html(blocks, directory))
-    os.replace(tmp, out)
-    return out
+    write_atomic(directory / "report.md", _md(blocks))
+    return write_atomic(directory / "report.html", _html(blocks, directory))  # last: its presence means done
 
 
 def _clean(x: Any) -> Any:
