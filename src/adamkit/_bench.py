@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels
+from ._files import write_atomic
 from ._optimizers import OPTIMIZERS
 
 SIZES = {"1e3": [1000], "1e5": [100_000], "1e6": [1_000_000], "1e7": [10_000_000],
@@ -161,16 +162,15 @@ if _kernels.available():
         reads it: two interleaved halves, in blocks that prefetch ahead."""
         n = g.size
         blk = _kernels.BLOCK // g.itemsize
-        shift = (_kernels.CHECK_AHEAD - _kernels.AHEAD) // g.itemsize
         total = 0
         for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
             x = g[k * _kernels.CHUNK:min(n, (k + 1) * _kernels.CHUNK)]
             half = (x.size + 2 * blk - 1) // (2 * blk) * blk
             for a in range(0, half, blk):
-                _kernels._fetch(x, a + shift)
+                _kernels._fetch_near(x, a)
                 total += _sum(x[a:min(x.size, a + blk)])
                 if half + a < x.size:
-                    _kernels._fetch(x, half + a + shift)
+                    _kernels._fetch_near(x, half + a)
                     total += _sum(x[half + a:min(x.size, half + a + blk)])
         return total
 
@@ -208,13 +208,16 @@ def _limit_fns(opt: Any, grads: list[np.ndarray]) -> dict[str, Callable[[], None
             "read, limit": lambda: (_read_threads(g), _traffic_threads(g, rw, zero, True))}
 
 
-def _check_only(opt: Any, grads: list[np.ndarray]) -> None:
-    """What a checked step adds to an unchecked one: locate the gradients and look for non-finite values
-    (the optimizer's own code; nothing is written)."""
-    for g in opt._groups:
-        for b, x in g.bucket_grads(g.treedef.flatten_like(grads, g.grads_name)):
+def _check_fn(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
+    """What a checked step adds to an unchecked one: the optimizer's own look for non-finite values in
+    the gradients, located as a step locates them (once, here: both kinds of step do that)."""
+    work = [bx for g in opt._groups for bx in g.bucket_grads(g.treedef.flatten_like(grads, g.grads_name))]
+
+    def check() -> None:
+        for b, x in work:
             if b.first_nonfinite(x) is not None:
                 raise FloatingPointError("the benchmark's gradients are finite")
+    return check
 
 
 def _step_with_policy(opt: Any, grads: Any, policy: str) -> None:
@@ -283,7 +286,7 @@ def run(optimizers: list[str], sizes: list[str], dtypes: list[str], repeat: int,
                 fns: dict[str, Callable[[], Any]] = {
                     "adamkit": functools.partial(_step_with_policy, main, grads, "raise"),
                     "adamkit unchecked": functools.partial(_step_with_policy, main, grads, "ignore"),
-                    "check": functools.partial(_check_only, main, grads),
+                    "check": _check_fn(main, grads),
                     **_limit_fns(main, grads)}
                 if len(shapes) > 1:  # gradients computed into opt.gradient_buffers()
                     opt = cls([np.zeros(k, dtype) for k in shapes], **CONFIGS.get(name, {}))
@@ -391,7 +394,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_title(f"adamkit step (checked) relative to its memory-traffic limit, {dt}")
         ax.legend(ncol=4, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -423,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = run(args.optimizers, args.sizes, args.dtypes, args.repeat, torch=not args.no_torch,
                   numpy_ref=not args.no_numpy)
-    (out / "bench.json").write_text(json.dumps(results, indent=1))
+    write_atomic(out / "bench.json", json.dumps(results, indent=1))
     plot(results, out / "bench.png")
     print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 0
