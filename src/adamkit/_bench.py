@@ -7,14 +7,19 @@ For every optimizer, size and dtype it measures, in one run on the current machi
   faster of a plain and a prefetching version (``limit plain``, ``limit prefetched``);
 * ``adamkit``: ``opt.step(grads)`` with the default non-finite check, and with ``nonfinite="ignore"``;
   for several arrays also with the gradients computed into ``opt.gradient_buffers()``;
+* what the check costs: ``check`` (the optimizer's look for non-finite values alone), and, where the
+  kernels use threads, ``read`` (a kernel that reads the gradient once, as the check does) and
+  ``read, limit`` (that read followed by the limit kernel: the least a step can cost that reads every
+  gradient before it writes anything, as the default step must);
 * ``numpy``: the textbook NumPy formula (Adam only) and adamkit's NumPy reference rule;
 * ``torch``: torch.optim with ``foreach=False``, ``foreach=True`` and ``fused=True`` where supported,
   when torch is installed (gradients preset, so only ``step()`` is timed).
 
 Each figure is the median of ``--repeat`` timings after warm-up, taken in interleaved rounds (every
-contender once per round, each timing right after an untimed call of the same contender: the steady
-state of back-to-back steps) so that a shared machine's drift moves all of them alike; the limit runs
-on the optimizer's own arrays. Ratios are taken within the run.
+contender once per round, each timing right after as many untimed calls of the same contender: the
+steady state of back-to-back steps) so that a shared machine's drift moves all of them alike; the
+limit runs on the optimizer's own arrays. Ratios are taken within the run. The size ``1e8`` is only
+timed on request (``--sizes 1e8``): no cache holds it, so it shows the step from main memory.
 """
 
 from __future__ import annotations
