@@ -208,6 +208,10 @@ def test_bench_measures_every_contender_and_leaves_the_limit_arrays_unchanged(tm
         assert ("adamkit gradient_buffers" in r["ms"]) == (r["arrays"] > 1)
         assert all(v > 0 for v in r["ms"].values())
         assert r["bytes_per_step"] == (7 if r["optimizer"] == "adam" else 5) * r["elements"] * 4
+    _bench.plot(res, tmp_path / "lines.png")  # ratio against size; one size alone gets bars
+    _bench.plot({**res, "rows": [r for r in res["rows"] if r["size"] == "1e3"]}, tmp_path / "bars.png")
+    for name in ("lines.png", "bars.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for n in (1000, _kernels.PARALLEL_MIN + 1000):  # the serial limit; the plain and prefetching threaded ones
         opt = ak.Adam([np.full(n, 0.5, np.float32)])
         grads = [np.linspace(-1, 1, n, dtype=np.float32)]

@@ -385,18 +385,41 @@ def plot(results: dict[str, Any], path: Path) -> None:
     dtypes = sorted({r["dtype"] for r in rows})
     if not rows:  # only many-array sizes were measured: nothing to draw against size
         return
-    fig, axes = plt.subplots(len(dtypes), 1, figsize=(9, 4 * len(dtypes)), squeeze=False)
+    if len({r["elements"] for r in rows}) == 1:  # one size (e.g. --sizes 1e8): bars per optimizer
+        fig, axes = plt.subplots(len(dtypes), 1, figsize=(9, 3.5 * len(dtypes)), squeeze=False)
+        for ax, dt in zip(axes[:, 0], dtypes):
+            sel = sorted((r for r in rows if r["dtype"] == dt), key=lambda r: r["optimizer"])
+            x = np.arange(len(sel))
+            for dx, key, label in ((-0.2, "adamkit", "checked"), (0.2, "adamkit unchecked", "unchecked")):
+                ax.bar(x + dx, [r["ms"][key] / r["ms"]["limit"] for r in sel], width=0.4, label=label)
+            ax.axhline(1.0, color="k", lw=0.8, ls="--")
+            ax.set_xticks(x, [r["optimizer"] for r in sel])
+            ax.set_ylabel("step time / limit kernel")
+            ax.set_title(f"adamkit step relative to its memory-traffic limit, {sel[0]['size']} elements, {dt}")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+        plt.close(fig)
+        return
+    fig, axes = plt.subplots(len(dtypes), 1, figsize=(9, 4.5 * len(dtypes)), squeeze=False)
+    colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
     for ax, dt in zip(axes[:, 0], dtypes):
         for name in names:
             sel = sorted((r for r in rows if r["optimizer"] == name and r["dtype"] == dt), key=lambda r: r["elements"])
             if sel:
-                ax.plot([r["elements"] for r in sel], [r["ms"]["adamkit"] / r["ms"]["limit"] for r in sel],
-                        marker="o", label=name)
+                x = [r["elements"] for r in sel]
+                ax.plot(x, [r["ms"]["adamkit"] / r["ms"]["limit"] for r in sel], marker="o", color=colors[name],
+                        label=name)
+                ax.plot(x, [r["ms"]["adamkit unchecked"] / r["ms"]["limit"] for r in sel], marker=".",
+                        ls=":", color=colors[name])
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_yticks([1, 1.25, 1.5, 2, 3, 5, 10, 20], labels=["1", "1.25", "1.5", "2", "3", "5", "10", "20"])
+        ax.minorticks_off()
         ax.set_xlabel("elements (one array)")
         ax.set_ylabel("step time / limit kernel")
-        ax.set_title(f"adamkit step (checked) relative to its memory-traffic limit, {dt}")
+        ax.set_title(f"adamkit step relative to its memory-traffic limit, {dt} (solid: checked, dotted: unchecked)")
         ax.legend(ncol=4, fontsize=8)
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
