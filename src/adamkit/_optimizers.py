@@ -270,11 +270,14 @@ class Adam(Optimizer):
     def constants(hp, t, scalars):
         b1, b2 = hp["betas"]
         bc1, bc2 = (1.0 - b1 ** t, 1.0 - b2 ** t) if hp["bias_correction"] else (1.0, 1.0)
-        return {"step_size": hp["lr"] / bc1, "bc2_sqrt": bc2 ** 0.5}
+        return {"step_size": hp["lr"] / bc1, "inv_bc2_sqrt": 1.0 / bc2 ** 0.5}
 
     @staticmethod
     def reference(p, g, s, c):
-        """``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g^2``; ``p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``."""
+        """``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g^2``; ``p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``.
+
+        The division by ``sqrt(bc2)`` is a multiplication by ``inv_bc2_sqrt = 1/sqrt(bc2)``, computed once
+        per step: the same number to rounding, and one division per element fewer (see ``_kernels``)."""
         g = _signed_decayed(p, g, c)
         b1, b2 = c["betas"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
@@ -284,7 +287,7 @@ class Adam(Optimizer):
             vmax = s["max_exp_avg_sq"]
             np.maximum(vmax, v, out=vmax)
             v = vmax
-        denom = np.sqrt(v) / c["bc2_sqrt"] + c["eps"]
+        denom = np.sqrt(v) * c["inv_bc2_sqrt"] + c["eps"]
         p -= c["step_size"] * (m / denom)
 
 
@@ -390,7 +393,7 @@ class NAdam(Optimizer):
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
         prod = scalars.get("mu_product", 1.0) * mu
         return {
-            "bc2": 1.0 - b2 ** t,
+            "inv_bc2": 1.0 / (1.0 - b2 ** t),
             "coef_g": lr * (1.0 - mu) / (1.0 - prod),
             "coef_m": lr * mu_next / (1.0 - prod * mu_next),
             "next_scalars": {"mu_product": prod},
@@ -398,15 +401,19 @@ class NAdam(Optimizer):
 
     @staticmethod
     def reference(p, g, s, c):
-        """``m, v`` as Adam; ``d = sqrt(v/bc2) + eps``; ``p -= coef_g * g/d + coef_m * m/d``."""
+        """``m, v`` as Adam; ``d = sqrt(v/bc2) + eps``; ``p -= coef_g * g/d + coef_m * m/d``.
+
+        Computed as ``r = 1/(sqrt(v * inv_bc2) + eps)`` with ``inv_bc2 = 1/bc2`` once per step, then
+        ``p -= coef_g * (g*r)``, ``p -= coef_m * (m*r)``: the same numbers to rounding, with one division
+        per element instead of three (see ``_kernels``)."""
         g = _signed_decayed(p, g, c)
         b1, b2 = c["betas"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
         _ema(m, b1, g)
         _ema(v, b2, g * g)
-        d = np.sqrt(v / c["bc2"]) + c["eps"]
-        p -= c["coef_g"] * (g / d)
-        p -= c["coef_m"] * (m / d)
+        r = 1.0 / (np.sqrt(v * c["inv_bc2"]) + c["eps"])
+        p -= c["coef_g"] * (g * r)
+        p -= c["coef_m"] * (m * r)
 
 
 class RAdam(Optimizer):
@@ -447,18 +454,20 @@ class RAdam(Optimizer):
         rho_t = rho_inf - 2.0 * t * b2 ** t / bc2
         if rho_t > 5.0:
             rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-            return {"adaptive": True, "bc1": bc1, "bc2_sqrt": bc2 ** 0.5, "rect": rect}
-        return {"adaptive": False, "bc1": bc1, "bc2_sqrt": bc2 ** 0.5, "rect": 0.0}
+            return {"adaptive": True, "inv_bc1": 1.0 / bc1, "bc2_sqrt": bc2 ** 0.5, "rect": rect}
+        return {"adaptive": False, "inv_bc1": 1.0 / bc1, "bc2_sqrt": bc2 ** 0.5, "rect": 0.0}
 
     @staticmethod
     def reference(p, g, s, c):
-        """``m, v`` as Adam; ``p -= (lr * m/bc1) * (sqrt(bc2)/(sqrt(v)+eps)) * r`` if rho_t > 5, else ``p -= lr * m/bc1``."""
+        """``m, v`` as Adam; ``p -= (lr * m/bc1) * (sqrt(bc2)/(sqrt(v)+eps)) * r`` if rho_t > 5, else ``p -= lr * m/bc1``.
+
+        ``m/bc1`` is computed as ``m * inv_bc1`` (``inv_bc1 = 1/bc1`` once per step), as in Adam."""
         g = _signed_decayed(p, g, c)
         b1, b2 = c["betas"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
         _ema(m, b1, g)
         _ema(v, b2, g * g)
-        mhat_lr = (m / c["bc1"]) * c["lr"]
+        mhat_lr = (m * c["inv_bc1"]) * c["lr"]
         if c["adaptive"]:
             p -= mhat_lr * (c["bc2_sqrt"] / (np.sqrt(v) + c["eps"])) * c["rect"]
         else:
