@@ -16,7 +16,8 @@ divides twice more. The reference rules compute the same way, so the fused path 
 for bit; against torch, which divides, results differ in the last bit or two (measured over 10 steps
 of 1e6 elements: at most 3 units in the last place of ``max(1, |p|)``, as before the change). Measured
 on 2026-11-29, 1e7 elements, ``nonfinite="ignore"``, ratio to the traffic limit before -> after: Adam
-float32 1.09-1.22 -> 1.09-1.16 (within the noise), Adam float64 1.13 -> 1.01-1.08, NAdam float64 1.32-1.35 -> 1.02-1.11.
+float32 1.09-1.22 -> 1.09-1.16 (within the noise), Adam float64 1.13 -> 1.01-1.08, NAdam float64
+1.32-1.35 -> 1.02-1.11.
 
 How many arrays are handled in one call (measured, see ``benchmarks/bench_step.py``): none is moved or
 copied. The user's parameter arrays stay where they are (they are updated in place); each bucket (the
