@@ -443,7 +443,7 @@ if _numba_error is None:
             vi = b2 * v[i] + omb2 * (gi * gi)
             m[i] = mi
             v[i] = vi
-            r = one / (np.sqrt(vi * rbc2) + eps)
+            r = one / (np.sqrt(vi * rbc2) + eps)  # ``one`` is 1 in the dtype: a literal 1.0 makes float64
             pi = pi - cg * (gi * r)
             p[i] = pi - cm * (mi * r)
 
