@@ -204,7 +204,7 @@ def test_bench_measures_every_contender_and_leaves_the_limit_arrays_unchanged(tm
     for r in res["rows"]:
         assert {"limit", "adamkit", "adamkit unchecked", "check", "numpy reference rule"} <= set(r["ms"])
         threaded = r["elements"] >= _kernels.PARALLEL_MIN  # then also one read of the gradient, and it before the limit
-        assert ({"read", "read, limit"} <= set(r["ms"])) == threaded
+        assert ({"read", "read, limit", "limit reads"} <= set(r["ms"])) == threaded
         assert ("adamkit gradient_buffers" in r["ms"]) == (r["arrays"] > 1)
         assert all(v > 0 for v in r["ms"].values())
         assert r["bytes_per_step"] == (7 if r["optimizer"] == "adam" else 5) * r["elements"] * 4
@@ -219,7 +219,7 @@ def test_bench_measures_every_contender_and_leaves_the_limit_arrays_unchanged(tm
         before = [opt.params[0].copy()] + [x.copy() for x in opt._groups[0].buckets[0].flat.values()]
         limits = _bench._limit_fns(opt, grads)
         assert set(limits) == ({"limit"} if n < _kernels.PARALLEL_MIN else
-                               {"limit plain", "limit prefetched", "read", "read, limit"})
+                               {"limit plain", "limit prefetched", "read", "read, limit", "limit reads"})
         for limit in limits.values():
             limit()
             after = [opt.params[0]] + list(opt._groups[0].buckets[0].flat.values())
@@ -243,3 +243,27 @@ def test_bench_read_kernel_reads_every_element(dtype):
         g[i] = 1.5
         assert _bench._read_threads(g) == bits, i
         g[i] = 0
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="adamkit bench needs Numba")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_bench_reads_kernel_reads_every_element_of_every_array(dtype):
+    """The benchmark's 'limit reads' (the limit's reads without its writes) returns a sum of ORs of the
+    bits of its blocks, array by array: zeros give 0; one nonzero element in one of the arrays, at chunk
+    and block edges, gives its bits; the same element in all of them gives its bits once per array."""
+    from adamkit import _bench
+
+    n = 2 * _kernels.CHUNK + 1000
+    g, rw = np.zeros(n, dtype), tuple(np.zeros(n, dtype) for _ in range(3))
+    assert _bench._reads_threads(g, rw) == 0
+    bits = int(np.bitwise_or.reduce(np.array([1.5], dtype).view(np.int32)))
+    for i in (0, 127, 128, _kernels.CHUNK - 1, _kernels.CHUNK, 2 * _kernels.CHUNK + 511, n - 1):
+        for x in (g, *rw):
+            x[i] = 1.5
+            assert _bench._reads_threads(g, rw) == bits, i
+            x[i] = 0
+        for x in (g, *rw):
+            x[i] = 1.5
+        assert _bench._reads_threads(g, rw) == 4 * bits, i
+        for x in (g, *rw):
+            x[i] = 0

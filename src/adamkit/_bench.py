@@ -8,9 +8,10 @@ For every optimizer, size and dtype it measures, in one run on the current machi
 * ``adamkit``: ``opt.step(grads)`` with the default non-finite check, and with ``nonfinite="ignore"``;
   for several arrays also with the gradients computed into ``opt.gradient_buffers()``;
 * what the check costs: ``check`` (the optimizer's look for non-finite values alone), and, where the
-  kernels use threads, ``read`` (a kernel that reads the gradient once, as the check does) and
+  kernels use threads, ``read`` (a kernel that reads the gradient once, as the check does),
   ``read, limit`` (that read followed by the limit kernel: the least a step can cost that reads every
-  gradient before it writes anything, as the default step must);
+  gradient before it writes anything, as the default step must) and ``limit reads`` (the limit's reads
+  without its writes: what one read of an array is worth where writing back costs little);
 * ``numpy``: the textbook NumPy formula (Adam only) and adamkit's NumPy reference rule;
 * ``torch``: torch.optim with ``foreach=False``, ``foreach=True`` and ``fused=True`` where supported,
   when torch is installed (gradients preset, so only ``step()`` is timed).
@@ -179,6 +180,26 @@ if _kernels.available():
                     total += _sum(x[half + a:min(x.size, half + a + blk)])
         return total
 
+    @njit(parallel=True, error_model="numpy", cache=True)
+    def _reads_threads(g, rw):  # pragma: no cover
+        """The limit's reads without its writes: read ``g`` and the arrays of ``rw`` once, in the limit's
+        chunks and prefetched blocks, and return a sum of ORs of their bits. Against the limit, it shows
+        what the writes add; divided by the number of arrays, what one read of an array costs."""
+        n = g.size
+        blk = _kernels.BLOCK // g.itemsize
+        total = 0
+        for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
+            lo, hi = k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK)
+            for a in range(lo, hi, blk):
+                e = min(hi, a + blk)
+                _kernels._fetch(g, a)
+                for x in rw:
+                    _kernels._fetch(x, a)
+                total += _sum(g[a:e])
+                for x in rw:
+                    total += _sum(x[a:e])
+        return total
+
     @njit(error_model="numpy", cache=True)
     def _traffic_serial(g, rw, zero):  # pragma: no cover
         """The same on the calling thread, for sizes where the optimizer kernels do not start threads."""
@@ -209,6 +230,7 @@ def _limit_fns(opt: Any, grads: list[np.ndarray]) -> dict[str, Callable[[], None
         return {"limit": lambda: _traffic_serial(g, rw, zero)}
     return {"limit plain": lambda: _traffic_threads(g, rw, zero, False),
             "limit prefetched": lambda: _traffic_threads(g, rw, zero, True),
+            "limit reads": lambda: _reads_threads(g, rw),
             "read": lambda: _read_threads(g),
             "read, limit": lambda: (_read_threads(g), _traffic_threads(g, rw, zero, True))}
 
@@ -365,8 +387,9 @@ def format_row(row: dict[str, Any]) -> str:
              + (f", {t['adamkit unchecked'] / fused:5.2f}x torch fused)" if fused else ")"),
              f"limit {lim:9.4f} ms {row['gb_per_s']['limit']:6.1f} GB/s"]
     if "read" in t:  # one more read of the gradient; the checked step against a read followed by the limit
-        parts.append(f"check {t['check']:8.4f} ms, read {t['read']:8.4f} ms, checked {t['adamkit'] / t['read, limit']:5.2f}x "
-                     f"(read, limit)")
+        parts.append(f"check {t['check']:8.4f} ms, read {t['read']:8.4f} ms ({t['read'] / lim:4.2f}x limit; "
+                     f"the limit's reads alone {t['limit reads'] / lim:4.2f}x), "
+                     f"checked {t['adamkit'] / t['read, limit']:5.2f}x (read, limit)")
     if "adamkit gradient_buffers" in t:
         b = t["adamkit gradient_buffers"]
         parts.append(f"gradient_buffers {b:8.4f} ms ({b / lim:5.2f}x limit"
