@@ -1,8 +1,8 @@
 """How fast could each fused kernel be if memory were free? Its arithmetic floor against its traffic limit.
 
 For every optimizer and dtype, time ``nonfinite="ignore"`` steps on one array of 50,000 elements and
-on one of 1,000: small enough that parameter, gradient and state sit in the core's L2 cache, and below
-``PARALLEL_MIN`` so the kernel runs on one thread. The difference divided by 49,000 is the time per
+on one of 1,000: small enough that parameter, gradient and state sit in the core's L2 cache, and run
+on one thread (``PARALLEL_MIN`` raised while the optimizers are built). The difference divided by 49,000 is the time per
 element without the fixed per-step cost; divided by the number of threads the 1e7 step uses, it
 is what the arithmetic alone costs on all cores (``floor``). Divided by the limit kernel's time per
 element at 1e7 (``benchmarks/results/bench.json``, same machine) it says how close to the traffic
@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 import adamkit as ak
-from adamkit import _bench
+from adamkit import _bench, _kernels
 
 SMALL, LARGE = 1_000, 50_000
 
@@ -43,7 +43,11 @@ def main() -> None:
             fns = {}
             for n in (SMALL, LARGE):
                 grads = [np.random.default_rng(0).standard_normal(n).astype(dtype)]
-                opt = cls([np.zeros(n, dtype)], **_bench.CONFIGS.get(name, {}), nonfinite="ignore")
+                saved, _kernels.PARALLEL_MIN = _kernels.PARALLEL_MIN, LARGE + 1  # one thread
+                try:
+                    opt = cls([np.zeros(n, dtype)], **_bench.CONFIGS.get(name, {}), nonfinite="ignore")
+                finally:
+                    _kernels.PARALLEL_MIN = saved
                 fns[str(n)] = functools.partial(opt.step, grads)
             ms = _bench._interleaved_medians(fns, args.repeat)
             per_elem = (ms[str(LARGE)] - ms[str(SMALL)]) / (LARGE - SMALL)  # ms per element on one thread

@@ -236,12 +236,12 @@ def test_bench_read_kernel_reads_every_element(dtype):
 
     n = _kernels.CHUNK + 1000
     g = np.zeros(n, dtype)
-    assert _bench._read_threads(g) == 0
+    assert _bench._read_threads(g, _kernels.CHUNK) == 0
     bits = int(np.bitwise_or.reduce(np.array([1.5], dtype).view(np.int32)))
     for i in (0, 1, 127, 128, _kernels.CHUNK // 2 - 1, _kernels.CHUNK // 2, _kernels.CHUNK - 1, _kernels.CHUNK,
               _kernels.CHUNK + 511, _kernels.CHUNK + 512, n - 1):
         g[i] = 1.5
-        assert _bench._read_threads(g) == bits, i
+        assert _bench._read_threads(g, _kernels.CHUNK) == bits, i
         g[i] = 0
 
 
@@ -255,15 +255,15 @@ def test_bench_reads_kernel_reads_every_element_of_every_array(dtype):
 
     n = 2 * _kernels.CHUNK + 1000
     g, rw = np.zeros(n, dtype), tuple(np.zeros(n, dtype) for _ in range(3))
-    assert _bench._reads_threads(g, rw) == 0
+    assert _bench._reads_threads(g, rw, _kernels.CHUNK) == 0
     bits = int(np.bitwise_or.reduce(np.array([1.5], dtype).view(np.int32)))
     for i in (0, 127, 128, _kernels.CHUNK - 1, _kernels.CHUNK, 2 * _kernels.CHUNK + 511, n - 1):
         for x in (g, *rw):
             x[i] = 1.5
-            assert _bench._reads_threads(g, rw) == bits, i
+            assert _bench._reads_threads(g, rw, _kernels.CHUNK) == bits, i
             x[i] = 0
         for x in (g, *rw):
             x[i] = 1.5
-        assert _bench._reads_threads(g, rw) == 4 * bits, i
+        assert _bench._reads_threads(g, rw, _kernels.CHUNK) == 4 * bits, i
         for x in (g, *rw):
             x[i] = 0

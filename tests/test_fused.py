@@ -307,3 +307,47 @@ def test_threaded_check_counts_every_element(dtype):
                 assert _kernels.count_nonfinite(ga, items, like) == 1, (j, i)
                 assert _kernels.first_nonfinite(ga, items, like) == j
                 arrays[j][i] = 1.0
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_work_items_give_every_thread_an_equal_share(threads):
+    """A threaded bucket is cut into items of at most CHUNK elements, multiples of 1,024 (items start on
+    cache-line and block boundaries), all of one size but the last; a bucket too small for two CHUNKs
+    per thread is cut finer, into two items per thread at least. Split into equal runs of items, one
+    per thread (as the parallel loop splits them), no thread of such a bucket gets more than its share
+    of the elements plus the rounding of its items (a leaf of 1e5 cut into 65,536 + 34,464 elements
+    would fail that), and no thread of a long one more than one CHUNK beyond its share."""
+    for total in (_kernels.PARALLEL_MIN, 77_881, 100_000, 2 * threads * _kernels.CHUNK - 1, 10**7 + 3):
+        chunk = _kernels.chunk_size(total, threads)
+        assert chunk % 1024 == 0 and 1024 <= chunk <= _kernels.CHUNK
+        items = _kernels.work_items([total], chunk)
+        n = len(items)
+        assert n >= 2 * threads
+        assert (items[:, 1] % 1024 == 0).all() and len({int(k) for k in items[:-1, 2] - items[:-1, 1]}) == 1
+        runs = [n // threads + (t < n % threads) for t in range(threads)]
+        bounds = np.concatenate([[0], np.cumsum(runs)])
+        loads = [int((items[a:b, 2] - items[a:b, 1]).sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+        assert sum(loads) == total
+        if total >= 2 * threads * _kernels.CHUNK:  # long buckets: CHUNKs, and one more at most
+            assert chunk == _kernels.CHUNK and max(loads) <= total / threads + chunk
+        else:  # short ones: an equal share but for rounding
+            assert max(loads) <= total / threads + 1024 * max(runs), (total, loads)
+    sizes = [100_000, 3, 70_000]
+    items = _kernels.work_items(sizes, 25_600)
+    covered = [np.zeros(n, int) for n in sizes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    for leaf, lo, hi, off in items:
+        assert off == offsets[leaf]
+        covered[leaf][lo - off:hi - off] += 1
+    assert all((c == 1).all() for c in covered)
+
+
+def test_a_bucket_above_parallel_min_runs_on_threads_in_balanced_items():
+    """The threshold and the cut as a step sees them: below PARALLEL_MIN one thread, at it the bucket's
+    items give each of the kernels' threads at least two."""
+    small = ak.Adam([np.zeros(_kernels.PARALLEL_MIN - 1, np.float32)])._groups[0].buckets[0]
+    large = ak.Adam([np.zeros(_kernels.PARALLEL_MIN, np.float32)])._groups[0].buckets[0]
+    if not large.fused:
+        pytest.skip("the fused path is off (no Numba, or ADAMKIT_NO_NUMBA)")
+    assert not small.parallel and large.parallel
+    assert len(large.items) >= 2 * _kernels.threads()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registry import (DTYPES, REGISTRY, all_configs, all_errors, assert_same_tree, entries, gradients,
+from registry import (DTYPES, all_configs, all_errors, assert_same_tree, entries, gradients,
                       snapshot)
 
 # --------------------------------------------------------------------------------------------------

@@ -135,13 +135,14 @@ if _kernels.available():
             _span4(g[lo:hi], rw[0][lo:hi], rw[1][lo:hi], rw[2][lo:hi], rw[3][lo:hi], zero)
 
     @njit(parallel=True, error_model="numpy", cache=True)
-    def _traffic_threads(g, rw, zero, prefetch):  # pragma: no cover
-        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once (all threads);
-        with ``prefetch``, in blocks that prefetch ahead exactly as the optimizer kernels do."""
+    def _traffic_threads(g, rw, zero, prefetch, chunk):  # pragma: no cover
+        """Read ``g`` and the 1 to 4 arrays of ``rw`` once, write the arrays of ``rw`` once (all threads,
+        in pieces of ``chunk`` elements like the optimizer's work items); with ``prefetch``, in blocks
+        that prefetch ahead exactly as the optimizer kernels do."""
         n = g.size
         blk = _kernels.BLOCK // g.itemsize
-        for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
-            lo, hi = k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK)
+        for k in prange((n + chunk - 1) // chunk):
+            lo, hi = k * chunk, min(n, (k + 1) * chunk)
             if prefetch:
                 for a in range(lo, hi, blk):
                     _kernels._fetch(g, a)
@@ -162,15 +163,15 @@ if _kernels.available():
         return total
 
     @njit(parallel=True, error_model="numpy", cache=True)
-    def _read_threads(g):  # pragma: no cover
+    def _read_threads(g, chunk):  # pragma: no cover
         """Read ``g`` once (all threads, chunked like the limit) and return a sum of ORs of its bits: one
         read of the gradient, the most the non-finite check may cost. Each chunk is read as the check
         reads it: two interleaved halves, in blocks that prefetch ahead."""
         n = g.size
         blk = _kernels.BLOCK // g.itemsize
         total = 0
-        for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
-            x = g[k * _kernels.CHUNK:min(n, (k + 1) * _kernels.CHUNK)]
+        for k in prange((n + chunk - 1) // chunk):
+            x = g[k * chunk:min(n, (k + 1) * chunk)]
             half = (x.size + 2 * blk - 1) // (2 * blk) * blk
             for a in range(0, half, blk):
                 _kernels._fetch_near(x, a)
@@ -181,15 +182,15 @@ if _kernels.available():
         return total
 
     @njit(parallel=True, error_model="numpy", cache=True)
-    def _reads_threads(g, rw):  # pragma: no cover
+    def _reads_threads(g, rw, chunk):  # pragma: no cover
         """The limit's reads without its writes: read ``g`` and the arrays of ``rw`` once, in the limit's
         chunks and prefetched blocks, and return a sum of ORs of their bits. Against the limit, it shows
         what the writes add; divided by the number of arrays, what one read of an array costs."""
         n = g.size
         blk = _kernels.BLOCK // g.itemsize
         total = 0
-        for k in prange((n + _kernels.CHUNK - 1) // _kernels.CHUNK):
-            lo, hi = k * _kernels.CHUNK, min(n, (k + 1) * _kernels.CHUNK)
+        for k in prange((n + chunk - 1) // chunk):
+            lo, hi = k * chunk, min(n, (k + 1) * chunk)
             for a in range(lo, hi, blk):
                 e = min(hi, a + blk)
                 _kernels._fetch(g, a)
@@ -228,11 +229,12 @@ def _limit_fns(opt: Any, grads: list[np.ndarray]) -> dict[str, Callable[[], None
     zero = b.dtype.type(0)
     if b.size < _kernels.PARALLEL_MIN:
         return {"limit": lambda: _traffic_serial(g, rw, zero)}
-    return {"limit plain": lambda: _traffic_threads(g, rw, zero, False),
-            "limit prefetched": lambda: _traffic_threads(g, rw, zero, True),
-            "limit reads": lambda: _reads_threads(g, rw),
-            "read": lambda: _read_threads(g),
-            "read, limit": lambda: (_read_threads(g), _traffic_threads(g, rw, zero, True))}
+    c = b.chunk
+    return {"limit plain": lambda: _traffic_threads(g, rw, zero, False, c),
+            "limit prefetched": lambda: _traffic_threads(g, rw, zero, True, c),
+            "limit reads": lambda: _reads_threads(g, rw, c),
+            "read": lambda: _read_threads(g, c),
+            "read, limit": lambda: (_read_threads(g, c), _traffic_threads(g, rw, zero, True, c))}
 
 
 def _check_fn(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:

@@ -90,7 +90,7 @@ class _Bucket:
     """
 
     __slots__ = ("dtype", "index", "params", "names", "sizes", "offsets", "size", "flat", "views",
-                 "fused", "pa", "ga", "items", "parallel", "ndim", "dims", "dim_start", "descr")
+                 "fused", "pa", "ga", "items", "parallel", "chunk", "ndim", "dims", "dim_start", "descr")
 
     def __init__(self, dtype: np.dtype, index: list[int], params: list[np.ndarray], names: list[str],
                  fused: bool):
@@ -107,8 +107,9 @@ class _Bucket:
         if fused:
             self.pa = _kernels.addresses(params)  # parameters never move: they are updated in place
             self.ga = np.zeros(len(params), np.int64)  # this step's gradients, filled by locate()
-            self.items = _kernels.work_items(self.sizes)
             self.parallel = self.size >= _kernels.PARALLEL_MIN
+            self.chunk = _kernels.chunk_size(self.size, _kernels.threads()) if self.parallel else _kernels.CHUNK
+            self.items = _kernels.work_items(self.sizes, self.chunk)
             # what locate() expects of each gradient: its parameter's shape and dtype object
             self.ndim = np.array([p.ndim for p in params], np.int64)
             self.dims = np.array([d for p in params for d in p.shape], np.int64).reshape(-1)
