@@ -26,12 +26,12 @@ flat contiguous buffers. The gradients are read where they lie too: each step, `
 loop over the gradient objects) checks that every gradient is an ndarray of its parameter's shape and
 dtype, C-contiguous and aligned, and collects its data address; one kernel call then walks a table of
 work items ``(leaf, start, stop, offset)`` and sees each span as an array at its address (``_leaf``).
-Large leaves are split into chunks of ``CHUNK`` elements so that threads share them (smaller chunks in
+Large leaves are split into chunks of ``CHUNK`` elements so that threads share them (smaller ones in
 buckets too small to give each thread two, ``chunk_size``); buckets smaller than ``PARALLEL_MIN``
 elements run on the calling thread (no thread wake-up). Measured on 2026-11-29, checked step, one
-thread against two: 20,000 elements 17 against 19-21 us (Adam float32) and 18 against 22-25 us (SGD
-float64); 50,000: 32 against 28 us and 38 against 32 us; 100,000: 72 against 47 us and 103 against
-57-66 us. Measured on the 2-core
+thread against two (in items of 8,192 to 65,536 elements): 20,000 elements 17 against 19-21 us (Adam
+float32) and 18 against 22-25 us (SGD float64); 50,000: 32 against 28 us and 38 against 32 us;
+100,000: 72 against 44-48 us and 103 against 57-66 us. Measured on the 2-core
 machine of the README (Adam float32, checked): 2,000 arrays of 500 elements take 0.6-0.8 ms, 1.3-1.4
 times one array of 1e6 (2.2 times its traffic limit), against 1.4 ms when the gradients were gathered
 by ``np.concatenate`` into one buffer (a single-threaded copy of every gradient: 0.45 ms) and checked
