@@ -11,7 +11,8 @@ For every optimizer, size and dtype it measures, in one run on the current machi
   kernels use threads, ``read`` (a kernel that reads the gradient once, as the check does),
   ``read, limit`` (that read followed by the limit kernel: the least a step can cost that reads every
   gradient before it writes anything, as the default step must) and ``limit reads`` (the limit's reads
-  without its writes: what one read of an array is worth where writing back costs little);
+  without its writes: how much of the limit is reading, where memory sets the pace, 1e6 elements and
+  up; at 1e5 the arrays sit in the cores' L2 caches and its per-block reductions set the pace);
 * ``numpy``: the textbook NumPy formula (Adam only) and adamkit's NumPy reference rule;
 * ``torch``: torch.optim with ``foreach=False``, ``foreach=True`` and ``fused=True`` where supported,
   when torch is installed (gradients preset, so only ``step()`` is timed).
