@@ -1,10 +1,10 @@
 """How fast could each fused kernel be if memory were free? Its arithmetic floor against its traffic limit.
 
 For every optimizer and dtype, time ``nonfinite="ignore"`` steps on one array of 50,000 elements and
-on one of 1,000: small enough that parameter, gradient and state sit in the core's L2 cache, and run
-on one thread (``PARALLEL_MIN`` raised while the optimizers are built). The difference divided by 49,000 is the time per
-element without the fixed per-step cost; divided by the number of threads the 1e7 step uses, it
-is what the arithmetic alone costs on all cores (``floor``). Divided by the limit kernel's time per
+on one of 1,000: small enough that parameter, gradient and state sit in the core's L2 cache, on one
+thread (``PARALLEL_MIN`` is raised while the optimizers are built). The difference divided by 49,000
+is the time per element without the fixed per-step cost; divided by the number of threads the 1e7
+step uses, it is what the arithmetic alone costs on all cores (``floor``). Divided by the limit kernel's time per
 element at 1e7 (``benchmarks/results/bench.json``, same machine) it says how close to the traffic
 limit the kernel can get: a floor near or above 1.0 means the kernel is bound by its divisions and
 square roots, not by memory, on this machine.
