@@ -1,11 +1,11 @@
 """How fast could each fused kernel be if memory were free? Its arithmetic floor against its traffic limit.
 
-For every optimizer and dtype, time ``nonfinite="ignore"`` steps on one array of 50,000 elements and
-on one of 1,000: small enough that parameter, gradient and state sit in the core's L2 cache, on one
-thread (``PARALLEL_MIN`` is raised while the optimizers are built). The difference divided by 49,000
-is the time per element without the fixed per-step cost; divided by the number of threads the 1e7
-step uses, it is what the arithmetic alone costs on all cores (``floor``). Divided by the limit kernel's time per
-element at 1e7 (``benchmarks/results/bench.json``, same machine) it says how close to the traffic
+For every optimizer and dtype, time ``nonfinite="ignore"`` steps on one array of ``PARALLEL_MIN - 1``
+elements (32,767) and on one of 1,000: small enough that parameter, gradient and state sit in the
+core's L2 cache, and below ``PARALLEL_MIN`` so the kernel runs on one thread. The difference divided
+by the difference in elements is the time per element without the fixed per-step cost; divided by
+the number of threads the 1e7 step uses, it is what the arithmetic alone costs on all cores
+(``floor``). Divided by the limit kernel's time per element at 1e7 (``benchmarks/results/bench.json``, same machine) it says how close to the traffic
 limit the kernel can get: a floor near or above 1.0 means the kernel is bound by its divisions and
 square roots, not by memory, on this machine.
 
@@ -24,7 +24,7 @@ import numpy as np
 import adamkit as ak
 from adamkit import _bench, _kernels
 
-SMALL, LARGE = 1_000, 50_000
+SMALL, LARGE = 1_000, _kernels.PARALLEL_MIN - 1  # the largest bucket that runs on the calling thread
 
 
 def main() -> None:
@@ -43,11 +43,7 @@ def main() -> None:
             fns = {}
             for n in (SMALL, LARGE):
                 grads = [np.random.default_rng(0).standard_normal(n).astype(dtype)]
-                saved, _kernels.PARALLEL_MIN = _kernels.PARALLEL_MIN, LARGE + 1  # one thread
-                try:
-                    opt = cls([np.zeros(n, dtype)], **_bench.CONFIGS.get(name, {}), nonfinite="ignore")
-                finally:
-                    _kernels.PARALLEL_MIN = saved
+                opt = cls([np.zeros(n, dtype)], **_bench.CONFIGS.get(name, {}), nonfinite="ignore")
                 fns[str(n)] = functools.partial(opt.step, grads)
             ms = _bench._interleaved_medians(fns, args.repeat)
             per_elem = (ms[str(LARGE)] - ms[str(SMALL)]) / (LARGE - SMALL)  # ms per element on one thread

@@ -88,7 +88,7 @@ _C_ALIGNED = 0x0001 | 0x0100  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED
 _numba_error: str | None = None
 try:  # pragma: no cover - exercised by the environment, not by a test
     from llvmlite import ir
-    from numba import carray, njit, prange
+    from numba import carray, get_num_threads, njit, prange
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 except Exception as exc:  # numba missing or broken: the reference path is used
@@ -643,7 +643,5 @@ def work_items(sizes: list[int], chunk: int = CHUNK) -> np.ndarray:
 
 
 def threads() -> int:
-    """The number of threads the kernels' parallel loops run on."""
-    import numba
-
-    return numba.get_num_threads()
+    """The number of threads the kernels' parallel loops run on (only asked when Numba is available)."""
+    return get_num_threads()
