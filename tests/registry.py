@@ -99,7 +99,9 @@ def common_errors(cls: type) -> tuple:
         ErrorCase({"nonfinite": "warn"}, ValueError, r"^nonfinite='warn': expected one of 'raise', 'skip', 'ignore'$"),
     ]
     if "eps" in d:
-        out.append(ErrorCase({"eps": -1e-8}, ValueError, r"^eps=-1e-08: expected a finite number in \[0\.0, inf\]"))
+        out.append(ErrorCase({"eps": -1e-8}, ValueError, r"^eps=-1e-08: expected a finite number in \(0\.0, inf\]"))
+        out.append(ErrorCase({"eps": 0.0}, ValueError, r"^eps=0\.0: expected a finite number in \(0\.0, inf\] "
+                                                        r"\(with eps = 0, a coordinate whose gradients were all 0"))
     if "betas" in d:
         out += [
             ErrorCase({"betas": (1.0, 0.999)}, ValueError, r"^betas\[0\]=1\.0: expected a finite number in \[0\.0, 1\.0\)$"),

@@ -10,6 +10,11 @@ import pytest
 import adamkit as ak
 from registry import DTYPES
 
+# eps must be > 0 (eps = 0 makes 0/0 where a coordinate's gradients are all 0). This one is nonzero in
+# float32 too (a subnormal) and far below half an ulp of every sqrt(v) in these tests, so sqrt(v) + TINY
+# == sqrt(v) exactly, in both dtypes: the formulas with eps = 0, which is what these tests check.
+TINY = 1e-40
+
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -57,10 +62,10 @@ def test_adam_first_step_moves_every_coordinate_by_lr(cls, kwargs, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_constant_gradient_moves_by_lr_at_every_step(dtype):
-    """With a constant g, m_t/bc1 = g and v_t/bc2 = g^2 in real arithmetic: every step is lr (eps = 0)."""
+    """With a constant g, m_t/bc1 = g and v_t/bc2 = g^2 in real arithmetic: every step is lr (eps = TINY)."""
     g = np.array([0.5, -3.0, 200.0, -1e-3], dtype)
     p = np.zeros(4, dtype)
-    opt = ak.Adam(p, lr=1e-2, eps=0.0)
+    opt = ak.Adam(p, lr=1e-2, eps=TINY)
     for t in range(1, 51):
         before = p.astype(np.float64)
         opt.step(g)
@@ -72,7 +77,7 @@ def test_adam_constant_gradient_moves_by_lr_at_every_step(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kwargs", [{}, {"amsgrad": True}, {"bias_correction": False}, {"maximize": True}])
 def test_adam_trajectory_is_invariant_to_gradient_scale(kwargs, dtype):
-    """With eps = 0, m scales by c and sqrt(v) by |c|: the update does not change.
+    """With eps = TINY (in effect 0), m scales by c and sqrt(v) by |c|: the update does not change.
 
     A power of two scales every operation exactly, so the trajectories are bit-identical; another
     constant agrees to rounding.
@@ -83,7 +88,7 @@ def test_adam_trajectory_is_invariant_to_gradient_scale(kwargs, dtype):
 
     def run(c):
         p = p0.copy()
-        opt = ak.Adam(p, lr=1e-2, eps=0.0, **kwargs)
+        opt = ak.Adam(p, lr=1e-2, eps=TINY, **kwargs)
         traj = []
         for g in grads:
             opt.step((g.astype(np.float64) * c).astype(dtype))
@@ -241,7 +246,7 @@ def test_nadam_mu_product(betas, psi):
 # --------------------------------------------------------------------------------------------------
 # Two steps of every optimizer by hand, on p0 = [1, -1] with g1 = [0.5, -2] and g2 = [0.5, 1].
 #
-# The arithmetic is written out so that it can be checked on paper; eps = 0 in the adaptive methods. For Adam's coordinate 0 the
+# The arithmetic is written out so that it can be checked on paper; eps = TINY (in effect 0) in the adaptive methods. For Adam's coordinate 0 the
 # gradient is constant, so each step is exactly lr (m/bc1 = 0.5, v/bc2 = 0.25); bc1 = 1 - 0.9^2 = 0.19
 # and bc2 = 1 - 0.999^2 = 0.001999 at step 2.
 
@@ -263,47 +268,47 @@ HAND = [
     pytest.param(ak.SGD, {"lr": 0.1, "weight_decay": 0.1, "maximize": True}, G2, [1.04, -1.19], [1.0796, -1.0781], 1e-15,
                  id="SGD-maximize-decay"),
     # ---- Adagrad, lr 0.1: s1 = [0.25, 4], s2 = [0.5, 5]
-    pytest.param(ak.Adagrad, {"eps": 0.0, "lr": 0.1}, G2, [0.9, -0.9], [0.9 - 0.1 * math.sqrt(0.5), -0.9 - 0.1 / math.sqrt(5)], 1e-14,
+    pytest.param(ak.Adagrad, {"eps": TINY, "lr": 0.1}, G2, [0.9, -0.9], [0.9 - 0.1 * math.sqrt(0.5), -0.9 - 0.1 / math.sqrt(5)], 1e-14,
                  id="Adagrad"),
     # s0 = 0.75: s1 = [1, 4.75], s2 = [1.25, 5.75]; clr2 = 0.1 / (1 + 1*1.0) = 0.05
-    pytest.param(ak.Adagrad, {"eps": 0.0, "lr": 0.1, "lr_decay": 1.0, "initial_accumulator_value": 0.75}, G2,
+    pytest.param(ak.Adagrad, {"eps": TINY, "lr": 0.1, "lr_decay": 1.0, "initial_accumulator_value": 0.75}, G2,
                  [0.95, -1 + 0.2 / math.sqrt(4.75)],
                  [0.95 - 0.025 / math.sqrt(1.25), -1 + 0.2 / math.sqrt(4.75) - 0.05 / math.sqrt(5.75)], 1e-14,
                  id="Adagrad-decay-initial"),
     # ---- RMSprop, lr 0.01, alpha 0.99: v1 = [0.0025, 0.04] (roots 0.05, 0.2); v2 = [0.004975, 0.0496]
-    pytest.param(ak.RMSprop, {"eps": 0.0, "lr": 0.01}, G2, [0.9, -0.9],
+    pytest.param(ak.RMSprop, {"eps": TINY, "lr": 0.01}, G2, [0.9, -0.9],
                  [0.9 - 0.005 / math.sqrt(0.004975), -0.9 - 0.01 / math.sqrt(0.0496)], 1e-14, id="RMSprop"),
     # gbar1 = [0.005, -0.02]: v1 - gbar1^2 = [0.002475, 0.0396]; gbar2 = [0.00995, -0.0098]
-    pytest.param(ak.RMSprop, {"eps": 0.0, "lr": 0.01, "centered": True}, G2,
+    pytest.param(ak.RMSprop, {"eps": TINY, "lr": 0.01, "centered": True}, G2,
                  [1 - 0.005 / math.sqrt(0.002475), -1 + 0.02 / math.sqrt(0.0396)],
                  [1 - 0.005 / math.sqrt(0.002475) - 0.005 / math.sqrt(0.004975 - 0.00995 ** 2),
                   -1 + 0.02 / math.sqrt(0.0396) - 0.01 / math.sqrt(0.0496 - 0.0098 ** 2)], 1e-14, id="RMSprop-centered"),
     # b1 = g1/sqrt(v1) = [10, -10]; b2 = 0.9*b1 + g2/sqrt(v2)
-    pytest.param(ak.RMSprop, {"eps": 0.0, "lr": 0.01, "momentum": 0.9}, G2, [0.9, -0.9],
+    pytest.param(ak.RMSprop, {"eps": TINY, "lr": 0.01, "momentum": 0.9}, G2, [0.9, -0.9],
                  [0.9 - 0.01 * (9 + 0.5 / math.sqrt(0.004975)), -0.9 - 0.01 * (-9 + 1 / math.sqrt(0.0496))], 1e-14,
                  id="RMSprop-momentum"),
     # ---- Adam, lr 0.1: m2[1] = 0.9*(-0.2) + 0.1*1 = -0.08; v2[1] = 0.999*0.004 + 0.001*1 = 0.004996
-    pytest.param(ak.Adam, {"eps": 0.0, "lr": 0.1}, G2, [0.9, -0.9], [0.8, -0.9 + 0.1 * (0.08 / 0.19) / math.sqrt(0.004996 / 0.001999)],
+    pytest.param(ak.Adam, {"eps": TINY, "lr": 0.1}, G2, [0.9, -0.9], [0.8, -0.9 + 0.1 * (0.08 / 0.19) / math.sqrt(0.004996 / 0.001999)],
                  1e-14, id="Adam"),
     # g2 = [0.5, 0.01]: v2[1] = 0.003996 + 1e-7 = 0.0039961 < v1[1] = 0.004, so vmax2 = 0.004; m2[1] = -0.179
-    pytest.param(ak.Adam, {"eps": 0.0, "lr": 0.1, "amsgrad": True}, [0.5, 0.01], [0.9, -0.9],
+    pytest.param(ak.Adam, {"eps": TINY, "lr": 0.1, "amsgrad": True}, [0.5, 0.01], [0.9, -0.9],
                  [0.8, -0.9 + 0.1 * (0.179 / 0.19) / math.sqrt(0.004 / 0.001999)], 1e-14, id="Adam-amsgrad"),
     # m1/sqrt(v1) = 0.1/sqrt(0.001) = sqrt(10); m2 = [0.095, -0.08], v2 = [0.00049975, 0.004996]
-    pytest.param(ak.Adam, {"eps": 0.0, "lr": 0.1, "bias_correction": False}, G2,
+    pytest.param(ak.Adam, {"eps": TINY, "lr": 0.1, "bias_correction": False}, G2,
                  [1 - 0.1 * math.sqrt(10), -1 + 0.1 * math.sqrt(10)],
                  [1 - 0.1 * math.sqrt(10) - 0.1 * 0.095 / math.sqrt(0.00049975),
                   -1 + 0.1 * math.sqrt(10) + 0.1 * 0.08 / math.sqrt(0.004996)], 1e-14, id="Adam-no-bias-correction"),
     # g1 + 0.1*p0 = [0.6, -2.1]; g2 + 0.1*p1 = [0.59, 0.91]; m2 = [0.113, -0.098]; v2 = [0.00070774, 0.00523369]
-    pytest.param(ak.Adam, {"eps": 0.0, "lr": 0.1, "weight_decay": 0.1}, G2, [0.9, -0.9],
+    pytest.param(ak.Adam, {"eps": TINY, "lr": 0.1, "weight_decay": 0.1}, G2, [0.9, -0.9],
                  [0.9 - 0.1 * (0.113 / 0.19) / math.sqrt(0.00070774 / 0.001999),
                   -0.9 + 0.1 * (0.098 / 0.19) / math.sqrt(0.00523369 / 0.001999)], 1e-14, id="Adam-coupled-decay"),
     # p *= 1 - 0.1*0.1 first: p1 = 0.99*p0 -+ 0.1; p2 = 0.99*p1 and Adam's second step
-    pytest.param(ak.AdamW, {"eps": 0.0, "lr": 0.1, "weight_decay": 0.1}, G2, [0.89, -0.89],
+    pytest.param(ak.AdamW, {"eps": TINY, "lr": 0.1, "weight_decay": 0.1}, G2, [0.89, -0.89],
                  [0.8811 - 0.1, -0.8811 + 0.1 * (0.08 / 0.19) / math.sqrt(0.004996 / 0.001999)], 1e-14, id="AdamW"),
     # ---- Adamax, lr 0.1: u1 = [0.5, 2]; u2 = max(0.999*u1, |g2|) = [0.5, 1.998]; lr/bc1 = 0.1/0.19
-    pytest.param(ak.Adamax, {"eps": 0.0, "lr": 0.1}, G2, [0.9, -0.9], [0.8, -0.9 + (0.1 / 0.19) * 0.08 / 1.998], 1e-14, id="Adamax"),
+    pytest.param(ak.Adamax, {"eps": TINY, "lr": 0.1}, G2, [0.9, -0.9], [0.8, -0.9 + (0.1 / 0.19) * 0.08 / 1.998], 1e-14, id="Adamax"),
     # ---- NAdam, lr 0.1: step 1 is lr*sign(g)*(1 + 0.1*mu2/(1 - mu1*mu2)) since m1/d1 = 0.1*sign(g), g/d1 = sign(g)
-    pytest.param(ak.NAdam, {"eps": 0.0, "lr": 0.1}, G2,
+    pytest.param(ak.NAdam, {"eps": TINY, "lr": 0.1}, G2,
                  [1 - 0.1 * (1 + 0.1 * _mu[1] / (1 - _mu[0] * _mu[1])), -1 + 0.1 * (1 + 0.1 * _mu[1] / (1 - _mu[0] * _mu[1]))],
                  # step 2, coordinate 0: g2/d2 = 1, m2/d2 = 0.095/0.5 = 0.19; coordinate 1: d2 = sqrt(0.004996/0.001999)
                  [1 - 0.1 * (1 + 0.1 * _mu[1] / (1 - _mu[0] * _mu[1]))
@@ -312,7 +317,7 @@ HAND = [
                   - 0.1 * ((1 - _mu[1]) / (1 - _mu[0] * _mu[1]) * 1 - _mu[2] / (1 - _mu[0] * _mu[1] * _mu[2]) * 0.08)
                   / math.sqrt(0.004996 / 0.001999)], 1e-14, id="NAdam"),
     # ---- RAdam, lr 0.1: rho_1 = 1, rho_2 = 2: p -= lr * m/bc1; m2/bc1 = [0.5, -0.08/0.19]
-    pytest.param(ak.RAdam, {"eps": 0.0, "lr": 0.1}, G2, [0.95, -0.8], [0.9, -0.8 + 0.8 / 19], 1e-14, id="RAdam"),
+    pytest.param(ak.RAdam, {"eps": TINY, "lr": 0.1}, G2, [0.95, -0.8], [0.9, -0.8 + 0.8 / 19], 1e-14, id="RAdam"),
 ]
 
 
@@ -328,3 +333,20 @@ def test_two_steps_by_hand(cls, kwargs, g2, p1, p2, atol):
 
 def test_every_optimizer_has_a_hand_computed_case():
     assert {p.values[0] for p in HAND} == set(ak.OPTIMIZERS.values())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_centered_rmsprop_stays_finite_under_a_steady_gradient(dtype, fused, monkeypatch):
+    """v_t - gbar_t^2 = g^2 alpha^t (1 - alpha^t) >= 0 for a constant g, but the two terms converge to
+    g^2 and rounding leaves their difference slightly negative now and then; torch's sqrt makes that a
+    NaN (here from step ~1,200 in float32, ~3,200 in float64). adamkit clamps it at 0: the steps grow
+    to lr*g/eps, as the formula says, and stay finite."""
+    if not fused:
+        monkeypatch.setenv("ADAMKIT_NO_NUMBA", "1")
+    w = np.zeros(1, dtype)
+    opt = ak.RMSprop(w, centered=True)
+    g = np.array([0.1], dtype)
+    for _ in range(4000):
+        opt.step(g)
+    assert np.isfinite(w).all() and w[0] < -1e6

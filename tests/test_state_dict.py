@@ -134,11 +134,53 @@ def _edit(case, sd):
     if case == "missing-hyperparameter":
         del sd["param_groups"][0]["lr"]
         return ValueError, r"^state_dict group 0 lacks hyperparameter\(s\) \['lr'\]$"
+    if case == "unknown-slot":
+        sd["state"]["w"]["bogus"] = np.zeros((2, 3))
+        return ValueError, r"^state_dict state for parameter 'w' has slot\(s\) \['bogus'\] that \w+ does not use; it uses "
+    if case == "unknown-group-scalar":
+        sd["group_state"][0]["bogus"] = 1.0
+        return ValueError, r"^state_dict group_state\[0\] has 'bogus', which \w+ does not keep; expected 'step'"
+    if case == "bool-step_count":
+        sd["step_count"] = True
+        return ValueError, r"^state_dict\['step_count'\]=True: expected an integer >= 0$"
+    if case == "state-not-a-dict":
+        sd["state"] = [sd["state"]]
+        return ValueError, r"^state_dict\['state'\]: expected a dict, got list$"
+    if case == "groups-not-a-list":
+        sd["param_groups"] = sd["param_groups"][0]
+        return ValueError, r"^state_dict\['param_groups'\]: expected a list, got dict$"
+    if case == "names-not-a-list":
+        sd["param_groups"][0]["names"] = 5
+        return ValueError, r"^state_dict group 0 has parameters 5; this optimizer has \['w', 'b'\]$"
     raise AssertionError(case)
 
 
 EDITS = ["missing-slot", "missing-parameter", "unknown-parameter", "slot-shape", "format", "step",
-         "step_count", "skipped_steps", "bad-hyperparameter", "missing-hyperparameter"]
+         "step_count", "skipped_steps", "bad-hyperparameter", "missing-hyperparameter", "unknown-slot",
+         "unknown-group-scalar", "bool-step_count", "state-not-a-dict", "groups-not-a-list", "names-not-a-list"]
+
+
+@pytest.mark.parametrize("cls, key, value, exc, match", [
+    (ak.NAdam, "mu_product", "x", TypeError, r"^state_dict group_state\[1\]\['mu_product'\]='x': expected a real number$"),
+    (ak.NAdam, "mu_product", float("nan"), ValueError,
+     r"^state_dict group_state\[1\]\['mu_product'\]=nan: expected a finite number in \[0\.0, 1\.0\]$"),
+    (ak.NAdam, "mu_product", 1.5, ValueError, r"^state_dict group_state\[1\]\['mu_product'\]=1\.5: expected"),
+    (ak.SGD, "momentum_started", "yes", TypeError,
+     r"^state_dict group_state\[1\]\['momentum_started'\]='yes': expected True or False$"),
+])
+def test_group_scalars_are_checked_on_load(cls, key, value, exc, match):
+    """A group's own scalars (NAdam's mu product, SGD's first-momentum flag) are checked like the rest:
+    a NaN mu product would turn every parameter into NaN at the next step, a string would fail there
+    after the first group was updated."""
+    a, b = np.ones(3), np.ones(2)
+    opt = cls([{"params": [a]}, {"params": [b]}], lr=0.1, **({"momentum": 0.9} if cls is ak.SGD else {}))
+    opt.step([[np.full(3, 0.5)], [np.full(2, -0.5)]])
+    sd = opt.state_dict()
+    assert key in sd["group_state"][1]
+    sd["group_state"][1][key] = value
+    with _Unchanged([a, b], opt):
+        with pytest.raises(exc, match=match):
+            opt.load_state_dict(sd)
 
 
 @pytest.mark.parametrize("case", EDITS)
@@ -335,3 +377,49 @@ def test_state_dict_lacking_an_entry(key):
     with _Unchanged(params, target):
         with pytest.raises(ValueError, match=rf"state_dict.*'?{key}'?"):
             target.load_state_dict(sd)
+
+
+@pytest.mark.parametrize("hp", [
+    {"lr": np.float32(0.01), "betas": (np.float32(0.9), 0.999)},
+    {"lr": np.float64(0.01), "eps": np.float32(1e-6), "amsgrad": np.bool_(True)},
+])
+def test_numpy_scalar_hyperparameters_save_and_load(hp, tmp_path):
+    """NumPy scalars are accepted as hyperparameters, so a checkpoint must hold them: saved as the plain
+    numbers the optimizer computes with, and the loaded optimizer continues bit for bit."""
+    a = np.linspace(-1, 1, 5)
+    opt = ak.Adam(a, **hp)
+    opt.step(np.full(5, 0.3))
+    opt.save(tmp_path / "s.npz")
+    b = a.copy()
+    twin = ak.Adam(b)
+    twin.load(tmp_path / "s.npz")
+    assert twin.param_groups[0]["lr"] == float(hp["lr"])
+    for o in (opt, twin):
+        o.step(np.full(5, -0.2))
+    assert a.tobytes() == b.tobytes()
+
+
+def test_numpy_integer_and_fraction_hyperparameters_save():
+    from fractions import Fraction
+    a = np.ones(2)
+    opt = ak.SGD(a, lr=Fraction(1, 10), momentum=np.int64(0))
+    sd = opt.state_dict()["param_groups"][0]
+    assert (sd["lr"], type(sd["lr"])) == (0.1, float) and (sd["momentum"], type(sd["momentum"])) == (0, int)
+
+
+def test_reset_state_checks_every_group_before_resetting_any():
+    a, b = np.ones(3), np.ones(2)
+    opt = ak.Adam([{"params": [a]}, {"params": [b]}], lr=0.1)
+    opt.step([[np.full(3, 0.5)], [np.full(2, 0.5)]])
+    opt.param_groups[1]["lr"] = -1.0
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=r"^lr=-1\.0: expected"):
+        opt.reset_state()
+    assert_same_tree(opt.state_dict(), before)
+
+
+@pytest.mark.parametrize("group, exc", [(True, TypeError), (1.0, TypeError), (1, IndexError), (-1, IndexError)])
+def test_learning_rate_group_argument(group, exc):
+    opt = ak.Adam(np.ones(2))
+    with pytest.raises(exc, match=rf"^group={group!r}: expected"):
+        opt.learning_rate(group)

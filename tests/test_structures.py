@@ -6,6 +6,8 @@ separately on each leaf as a single array: the update is elementwise, so the bit
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -406,3 +408,15 @@ def test_failing_step_after_switching_amsgrad_on_changes_nothing():
     with pytest.raises(ValueError, match=r"expected shape \(2,\), got shape \(3,\)"):
         opt.step(np.ones(3))
     assert_same_tree(opt.state_dict()["state"], sd["state"])
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"a.b": np.zeros(2), "a": {"b": np.ones(2)}}, "a.b"),
+    ({0: np.zeros(1), "0": np.ones(1)}, "0"),
+    ({"x": [np.zeros(1)], "x[0]": np.ones(1)}, "x[0]"),
+])
+def test_two_parameters_with_one_name_are_refused(params, name):
+    """Leaf names key the state in state_dict and checkpoints: two leaves with one name would share
+    (and lose) state on save and load."""
+    with pytest.raises(ValueError, match=rf"^params: two parameters are both named {re.escape(repr(name))} .*rename a key"):
+        ak.Adam(params)

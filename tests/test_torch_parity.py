@@ -328,3 +328,21 @@ def test_live_defaults_match_torch(torch, opt):
             continue
         assert name in a_sig, f"adamkit.{opt} lacks torch's argument {name!r}"
         assert a_sig[name].default == p.default, f"{opt}({name}=...): adamkit {a_sig[name].default!r}, torch {p.default!r}"
+
+
+@pytest.mark.parametrize("opt", configs.OPTIMIZER_NAMES)
+def test_live_positional_arguments_mean_what_they_mean_in_torch(torch, opt):
+    """adamkit's positional arguments are torch's, in torch's order, up to torch's first implementation
+    switch; every later argument is keyword-only, so ``SGD(p, 0.1, 0.9, 0, 1e-4)`` sets weight_decay in
+    both, and a positional call that would mean something else in torch is refused."""
+    import inspect
+
+    switches = {"foreach", "capturable", "differentiable", "fused"}
+    positional = []
+    for name, p in inspect.signature(getattr(torch.optim, opt)).parameters.items():
+        if name in switches or p.kind is not p.POSITIONAL_OR_KEYWORD:
+            break
+        positional.append(name)
+    ours = [n for n, p in inspect.signature(getattr(ak, opt)).parameters.items()
+            if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert ours == positional

@@ -327,7 +327,10 @@ if _numba_error is None:
             if centered:
                 gb = a * gbar[i] + oma * gi
                 gbar[i] = gb
-                d = np.sqrt(vi - gb * gb) + eps
+                z = vi - gb * gb
+                if z < 0:
+                    z = z - z  # +0 in the parameter dtype: the reference rule's max(v - gbar^2, 0)
+                d = np.sqrt(z) + eps
             else:
                 d = np.sqrt(vi) + eps
             if momentum:

@@ -34,15 +34,15 @@ _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_real(name: str, value: Any, *, minimum: float | None = 0.0, maximum: float | None = None,
-               open_max: bool = False) -> float:
-    """A finite real number in ``[minimum, maximum]`` (``maximum`` excluded when ``open_max``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+               open_min: bool = False, open_max: bool = False, why: str = "") -> float:
+    """A finite real number in ``[minimum, maximum]`` (an end excluded when ``open_min``/``open_max``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}={value!r}: expected a real number")
     v = float(value)
     lo = "-inf" if minimum is None else minimum
     hi = "inf" if maximum is None else maximum
-    expect = f"a finite number in [{lo}, {hi}{')' if open_max else ']'}"
-    if not math.isfinite(v) or (minimum is not None and v < minimum):
+    expect = f"a finite number in {'(' if open_min else '['}{lo}, {hi}{')' if open_max else ']'}{why}"
+    if not math.isfinite(v) or (minimum is not None and (v < minimum or (open_min and v == minimum))):
         raise ValueError(f"{name}={value!r}: expected {expect}")
     if maximum is not None and (v > maximum or (open_max and v == maximum)):
         raise ValueError(f"{name}={value!r}: expected {expect}")
@@ -239,6 +239,11 @@ class Optimizer:
     fused_kernel: ClassVar[str | None] = None
     #: Hyperparameters fixed by the class (e.g. AdamW's decoupled weight decay), not arguments.
     fixed: ClassVar[dict[str, Any]] = {}
+    #: Every state slot any configuration may use (``slots`` gives those one configuration needs).
+    state_slots: ClassVar[tuple[str, ...]] = ()
+    #: Per-group scalars kept besides ``step`` (see ``constants``' ``next_scalars``), each with the
+    #: check ``load_state_dict`` applies to it: ``check(name, value) -> value``.
+    group_scalars: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -308,6 +313,7 @@ class Optimizer:
                 self._groups[-1].grads_name = f"grads[{gi}]"
         all_leaves = [p for g in self._groups for p in g.leaves]
         all_names = [n for g in self._groups for n in g.names]
+        _check_unique_names(all_names)
         _check_distinct(all_leaves, all_names)
 
         self.step_count = 0
@@ -377,10 +383,13 @@ class Optimizer:
             lr = hp["lr"]
             if callable(lr):
                 hp = {**hp, "lr": _resolve_lr(lr, count)}
-            plans.append((g, hp, work))
+            t = g.scalars["step"] + 1
+            c = self.constants(hp, t, g.scalars)  # for every group before any is updated
+            c.update(hp)
+            plans.append((g, hp, work, t, c))
 
         if self.nonfinite != "ignore":
-            for _, _, work in plans:
+            for _, _, work, _, _ in plans:
                 for b, x in work:
                     bad = b.first_nonfinite(x)
                     if bad is None:
@@ -393,13 +402,10 @@ class Optimizer:
                         f"(pass nonfinite='skip' to skip such steps)")
 
         kernel = self.fused_kernel
-        for g, hp, work in plans:
+        for g, hp, work, t, c in plans:
             if not g._slots_ok:
                 self._ensure_slots(g, hp)
                 g._slots_ok = True
-            t = g.scalars["step"] + 1
-            c = self.constants(hp, t, g.scalars)
-            c.update(hp)
             for b, x in work:
                 if b.fused:
                     _kernels.run(kernel, b.pa, b.ga, b.items, b.parallel, b.flat, c, b.dtype)
@@ -450,6 +456,8 @@ class Optimizer:
 
     def learning_rate(self, group: int = 0) -> float:
         """The learning rate the next step will use in parameter group ``group`` (schedules resolved)."""
+        if isinstance(group, (bool, np.bool_)) or not isinstance(group, numbers.Integral):
+            raise TypeError(f"group={group!r}: expected an integer")
         if not 0 <= group < len(self._groups):
             raise IndexError(f"group={group!r}: expected 0 <= group < {len(self._groups)}")
         return _resolve_lr(self._hyperparameters(self._groups[group])["lr"], self.step_count)
@@ -459,8 +467,9 @@ class Optimizer:
 
         ``step_count`` (which drives learning-rate schedules) keeps counting.
         """
-        for g in self._groups:
-            self._init_state(g, self._hyperparameters(g))
+        hps = [self._hyperparameters(g) for g in self._groups]  # all checked before any state is reset
+        for g, hp in zip(self._groups, hps):
+            self._init_state(g, hp)
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={self.param_groups[0][k]!r}" for k in self.defaults)
@@ -495,6 +504,9 @@ class Optimizer:
             raise ValueError(f"state_dict is for optimizer {sd['optimizer']!r}; this optimizer is {kind!r}")
         if sd.get("format") != _FORMAT_VERSION:
             raise ValueError(f"state_dict format {sd.get('format')!r}: expected {_FORMAT_VERSION}")
+        for key, expected in (("param_groups", list), ("group_state", list), ("state", dict)):
+            if key in sd and not isinstance(sd[key], (list, tuple) if expected is list else dict):
+                raise ValueError(f"state_dict[{key!r}]: expected a {expected.__name__}, got {type(sd[key]).__name__}")
         lacking = [k for k in ("param_groups", "group_state", "state") if k not in sd]
         lacking += [f"param_groups[{i}]['names']" for i, pg in enumerate(sd.get("param_groups", ()))
                     if not isinstance(pg, dict) or "names" not in pg]
@@ -505,9 +517,10 @@ class Optimizer:
         if len(pgs) != len(self._groups) or len(gstates) != len(self._groups):
             raise ValueError(f"state_dict has {len(pgs)} parameter groups; this optimizer has {len(self._groups)}")
         new_specs = []
+        new_scalars = []
         for gi, (pg, g) in enumerate(zip(pgs, self._groups)):
-            if list(pg["names"]) != g.names:
-                raise ValueError(f"state_dict group {gi} has parameters {list(pg['names'])}; "
+            if not isinstance(pg["names"], (list, tuple)) or list(pg["names"]) != g.names:
+                raise ValueError(f"state_dict group {gi} has parameters {pg['names']!r}; "
                                  f"this optimizer has {g.names}")
             missing = sorted(set(self.defaults) - set(pg))
             if missing:
@@ -523,6 +536,10 @@ class Optimizer:
                     lacking = sorted(set(need) - set(s))
                     if lacking:
                         raise ValueError(f"state_dict state for parameter {name!r} lacks slot(s) {lacking}")
+                    unknown = sorted(set(s) - set(self.state_slots), key=str)
+                    if unknown:
+                        raise ValueError(f"state_dict state for parameter {name!r} has slot(s) {unknown} that "
+                                         f"{kind} does not use; it uses {', '.join(self.state_slots)}")
                     for slot, arr in s.items():
                         arr = np.asarray(arr)
                         if arr.shape != p.shape or arr.dtype != p.dtype:
@@ -530,18 +547,27 @@ class Optimizer:
                                 f"state_dict state {name!r}/{slot!r}: expected shape {p.shape} and dtype "
                                 f"{p.dtype}, got shape {arr.shape} and dtype {arr.dtype}")
             gs = gstates[gi]
-            if not isinstance(gs, dict) or not isinstance(gs.get("step"), numbers.Integral) or gs["step"] < 0:
+            if not isinstance(gs, dict) or not _is_count(gs.get("step")):
                 raise ValueError(f"state_dict group_state[{gi}]: expected a dict with an integer 'step' >= 0")
+            scalars = {"step": int(gs["step"])}
+            for key, value in gs.items():
+                if key == "step":
+                    continue
+                if key not in self.group_scalars:
+                    raise ValueError(f"state_dict group_state[{gi}] has {key!r}, which {kind} does not keep; "
+                                     f"expected 'step'{''.join(', ' + repr(k) for k in self.group_scalars)}")
+                scalars[key] = self.group_scalars[key](f"state_dict group_state[{gi}][{key!r}]", value)
             new_specs.append(spec)
+            new_scalars.append(scalars)
         extra = sorted(set(state) - set(self.names))
         if extra:
             raise ValueError(f"state_dict has state for unknown parameter(s) {extra}")
         for key in ("step_count", "skipped_steps"):
-            if not isinstance(sd.get(key), numbers.Integral) or sd[key] < 0:
+            if not _is_count(sd.get(key)):
                 raise ValueError(f"state_dict[{key!r}]={sd.get(key)!r}: expected an integer >= 0")
 
         # Everything fits: commit.
-        for spec, g, gs in zip(new_specs, self._groups, gstates):
+        for spec, g, scalars in zip(new_specs, self._groups, new_scalars):
             g.spec.update(spec)
             g._seen = None
             for b in g.buckets:
@@ -552,7 +578,7 @@ class Optimizer:
                 for k, name in enumerate(b.names):
                     for slot, arr in state[name].items():
                         np.copyto(b.views[k][slot], np.asarray(arr))
-            g.scalars = {k: (int(v) if k == "step" else v) for k, v in gs.items()}
+            g.scalars = scalars
         self.step_count = int(sd["step_count"])
         self.skipped_steps = int(sd["skipped_steps"])
 
@@ -591,13 +617,24 @@ def state_dict_from_files(arrays: dict[str, np.ndarray], meta: dict[str, Any], p
     return {**{k: v for k, v in meta.items() if k not in ("kind", "state")}, "state": state}
 
 
+def _is_count(v: Any) -> bool:
+    """An integer >= 0 (not a bool)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and v >= 0
+
+
 def _plain_hyperparameter(v: Any) -> Any:
     if isinstance(v, _schedules.Schedule):
         return v.config()
     if callable(v):
         return {"schedule": "callable", "name": getattr(v, "__qualname__", repr(v))}
-    if isinstance(v, tuple):
-        return list(v)
+    if isinstance(v, (tuple, list)):
+        return [_plain_hyperparameter(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):  # NumPy scalars, Fractions: the float the optimizer computes with
+        return float(v)
     return v
 
 
@@ -632,6 +669,17 @@ def _check_param(name: str, p: Any) -> None:
         raise TypeError(f"parameter {name!r}: expected a float32 or float64 array, got dtype {p.dtype}")
     if not p.flags.writeable:
         raise ValueError(f"parameter {name!r}: expected a writable array, got a read-only one")
+
+
+def _check_unique_names(names: list[str]) -> None:
+    """Leaf names key the state in ``state_dict`` and checkpoints, so no two may be equal (``{"a.b": x,
+    "a": {"b": y}}`` or ``{0: x, "0": y}`` would give two leaves one name)."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"params: two parameters are both named {n!r} (names join dict keys with '.' and "
+                             f"list positions as [i]); rename a key so that each parameter has its own name")
+        seen.add(n)
 
 
 def _check_distinct(leaves: list[np.ndarray], names: list[str]) -> None:

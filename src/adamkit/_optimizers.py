@@ -31,7 +31,9 @@ def _common(hp: dict[str, Any]) -> dict[str, Any]:
         if key in hp:
             out[key] = check_bool(key, hp[key])
     if "eps" in hp:
-        out["eps"] = check_real("eps", hp["eps"])
+        # eps = 0 (torch allows it) divides 0 by 0 where a coordinate's gradients have all been 0
+        out["eps"] = check_real("eps", hp["eps"], open_min=True,
+                                why=" (with eps = 0, a coordinate whose gradients were all 0 would become NaN)")
     if "betas" in hp:
         out["betas"] = check_betas(hp["betas"])
     return out
@@ -71,9 +73,11 @@ class SGD(Optimizer):
     """
 
     fused_kernel = "SGD"
+    state_slots = ("momentum_buffer",)
+    group_scalars = {"momentum_started": check_bool}  # the buffer holds a first gradient already
 
     def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, maximize: bool = False, *,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  nonfinite: str = "raise"):
         super().__init__(params, locals())
 
@@ -128,9 +132,10 @@ class Adagrad(Optimizer):
     """
 
     fused_kernel = "Adagrad"
+    state_slots = ("sum",)
 
     def __init__(self, params: Any, lr: Any = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, maximize: bool = False, *,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
                  nonfinite: str = "raise"):
         super().__init__(params, locals())
 
@@ -166,17 +171,19 @@ class RMSprop(Optimizer):
         p_t = p_{t-1} - \frac{\gamma}{\sqrt{v_t} + \epsilon}\, g_t
 
     with ``lr`` = :math:`\gamma`, ``alpha`` = :math:`\alpha`. ``centered`` also tracks
-    :math:`\bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t` and uses :math:`v_t - \bar g_t^2`;
+    :math:`\bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t` and uses :math:`\max(v_t - \bar g_t^2, 0)`
+    (torch takes the square root of a difference that rounding can leave slightly negative, a NaN);
     ``momentum`` = :math:`\mu` keeps :math:`b_t = \mu b_{t-1} + g_t/(\sqrt{v_t}+\epsilon)`,
     :math:`p_t = p_{t-1} - \gamma b_t`. No bias correction (the seed notes: what Adam adds).
     Keras and optax put ``eps`` inside the square root and default ``rho``/``decay`` to 0.9.
     """
 
     fused_kernel = "RMSprop"
+    state_slots = ("square_avg", "grad_avg", "momentum_buffer")
 
     def __init__(self, params: Any, lr: Any = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
-                 maximize: bool = False, *, nonfinite: str = "raise"):
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 maximize: bool = False, nonfinite: str = "raise"):
         super().__init__(params, locals())
 
     @classmethod
@@ -197,7 +204,7 @@ class RMSprop(Optimizer):
 
     @staticmethod
     def reference(p, g, s, c):
-        """``v = alpha*v + (1-alpha)*g^2``; ``d = sqrt(v - gbar^2 if centered else v) + eps``; ``p -= lr*g/d`` (or via momentum)."""
+        """``v = alpha*v + (1-alpha)*g^2``; ``d = sqrt(max(v - gbar^2, 0) if centered else v) + eps``; ``p -= lr*g/d`` (or via momentum)."""
         g = _signed_decayed(p, g, c)
         a = c["alpha"]
         v = s["square_avg"]
@@ -205,7 +212,9 @@ class RMSprop(Optimizer):
         if c["centered"]:
             gbar = s["grad_avg"]
             _ema(gbar, a, g)
-            d = np.sqrt(v - gbar * gbar) + c["eps"]
+            # v - gbar^2 >= 0 in exact arithmetic; rounding can make it slightly negative (a steady
+            # gradient), where torch's sqrt gives NaN: clamp at 0, which changes nothing elsewhere
+            d = np.sqrt(np.maximum(v - gbar * gbar, 0)) + c["eps"]
         else:
             d = np.sqrt(v) + c["eps"]
         if c["momentum"] > 0:
@@ -248,10 +257,11 @@ class Adam(Optimizer):
     """
 
     fused_kernel = "Adam"
+    state_slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False,
-                 decoupled_weight_decay: bool = False, bias_correction: bool = True, *,
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 decoupled_weight_decay: bool = False, bias_correction: bool = True,
                  nonfinite: str = "raise"):
         super().__init__(params, locals())
 
@@ -304,8 +314,8 @@ class AdamW(Adam):
     fixed = {"decoupled_weight_decay": True}
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False,
-                 bias_correction: bool = True, *, nonfinite: str = "raise"):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 bias_correction: bool = True, nonfinite: str = "raise"):
         Optimizer.__init__(self, params, locals())
 
 
@@ -321,9 +331,10 @@ class Adamax(Optimizer):
     """
 
     fused_kernel = "Adamax"
+    state_slots = ("exp_avg", "exp_inf")
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, maximize: bool = False, *,
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, maximize: bool = False,
                  nonfinite: str = "raise"):
         super().__init__(params, locals())
 
@@ -369,10 +380,12 @@ class NAdam(Optimizer):
     """
 
     fused_kernel = "NAdam"
+    state_slots = ("exp_avg", "exp_avg_sq")
+    group_scalars = {"mu_product": lambda name, value: check_real(name, value, maximum=1.0)}  # P_t in [0, 1]
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, maximize: bool = False, *, nonfinite: str = "raise"):
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False, nonfinite: str = "raise"):
         super().__init__(params, locals())
 
     @classmethod
@@ -432,10 +445,11 @@ class RAdam(Optimizer):
     """
 
     fused_kernel = "RAdam"
+    state_slots = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
-                 maximize: bool = False, *, nonfinite: str = "raise"):
+                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False, nonfinite: str = "raise"):
         super().__init__(params, locals())
 
     @classmethod
