@@ -250,6 +250,33 @@ def test_accumulation_equals_one_larger_batch():
     np.testing.assert_allclose(b3, b4, rtol=1e-13)
 
 
+def test_accumulation_adds_gradients_by_key_and_refuses_another_structure():
+    """Mini-batch gradients are added leaf by leaf by name: a dict whose keys come in another order adds
+    up as the same dict; a dict with other keys is refused before any step."""
+    X = np.arange(8.0).reshape(8, 1)
+    calls = []
+
+    def lg(p, batch):
+        calls.append(len(calls))
+        g = {"a": np.ones(2), "b": np.zeros(2)}
+        return 0.0, (g if len(calls) % 2 else {"b": g["b"], "a": g["a"]})
+
+    p = {"a": np.zeros(2), "b": np.zeros(2)}
+    ak.fit(lg, ak.SGD(p, lr=1.0), X, batch_size=4, epochs=1, accumulate=2, shuffle=False)
+    assert p["a"].tolist() == [-1.0, -1.0] and p["b"].tolist() == [0.0, 0.0]
+
+    def other_keys(p, batch):
+        calls.append(len(calls))
+        return 0.0, ({"a": np.ones(2), "b": np.ones(2)} if len(calls) % 2 else {"x": np.ones(2), "y": np.ones(2)})
+
+    calls.clear()
+    p = {"a": np.zeros(2), "b": np.zeros(2)}
+    with pytest.raises(ValueError, match=r"^loss_and_grad's grads for mini-batch 2 of 2 \(accumulate\), against "
+                                         r"those for the first: expected a dict with keys \['a', 'b'\]"):
+        ak.fit(other_keys, ak.SGD(p, lr=1.0), X, batch_size=4, epochs=1, accumulate=2, shuffle=False)
+    assert not p["a"].any() and not p["b"].any()
+
+
 @pytest.mark.parametrize("reset", [False, True])
 def test_reset_state_each_epoch_equals_manual_loop(reset):
     X, y = ols_data(30)
@@ -457,6 +484,15 @@ def test_corrupted_or_truncated_checkpoint_is_not_loaded(tmp_path):
     o_file = tmp_path / "opt.npz"
     ak.Adam(np.zeros(2)).save(o_file)
     attempt(o_file.read_bytes(), "not a fit checkpoint")
+    # a well-formed file whose run description has a field of the wrong type
+    from adamkit._checkpoint import save_npz
+    path.write_bytes(raw)
+    arrays, meta = load_npz(path)
+    for key, value in (("batch", "x"), ("elapsed", "x"), ("epoch_loss_sum", None), ("best", "x"),
+                       ("stopped_early", 1), ("step", -1)):
+        bad = {**meta, "run": {**meta["run"], key: value}}
+        save_npz(path, arrays, bad)
+        attempt(path.read_bytes(), rf"is incomplete or inconsistent \(TypeError\(\"run\['{key}'\]=.*not loaded")
     path.write_bytes(raw)
     p, o, lg2, d, _ = make_run(tmp_path)
     with pytest.raises(ValueError, match=r"batch_size=7 in the checkpoint, 8 now"):
@@ -527,6 +563,10 @@ BAD = [
     (dict(min_delta=-1.0), ValueError, r"min_delta=-1.0"),
     (dict(metric=lambda p, b: 0.0), ValueError, r"metric is given but validation_data is None"),
     (dict(validation_data=(X20, Y20[:3])), ValueError, r"validation_data: arrays of different lengths"),
+    (dict(validation_data=X20), ValueError,
+     r"validation_data: expected the form of data \(2 arrays with rows of shape \[\(2,\), \(1,\)\]\), got an array"),
+    (dict(validation_data=(X20[:, :1], Y20)), ValueError,
+     r"validation_data: expected the form of data .* got 2 arrays with rows of shape \[\(1,\), \(1,\)\]"),
     (dict(checkpoint_every=5), ValueError, r"checkpoint_every=5: expected a checkpoint path"),
     (dict(resume=True), ValueError, r"resume=True: expected a checkpoint path"),
     (dict(checkpoint="model.pkl"), ValueError, r"checkpoint='model.pkl': expected a file name ending in '.npz'"),

@@ -350,3 +350,12 @@ def test_centered_rmsprop_stays_finite_under_a_steady_gradient(dtype, fused, mon
     for _ in range(4000):
         opt.step(g)
     assert np.isfinite(w).all() and w[0] < -1e6
+
+
+def test_adagrad_groups_start_from_their_own_initial_accumulator_value():
+    """torch fills every group's accumulator with the constructor's value; adamkit uses each group's."""
+    a, b = np.ones(2), np.ones(3)
+    opt = ak.Adagrad([{"params": [a], "initial_accumulator_value": 1.0}, {"params": [b]}],
+                     initial_accumulator_value=0.25)
+    state = opt.state
+    assert state["[0][0]"]["sum"].tolist() == [1.0, 1.0] and state["[1][0]"]["sum"].tolist() == [0.25] * 3

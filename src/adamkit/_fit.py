@@ -149,8 +149,23 @@ class _Run:
 
     @classmethod
     def from_json(cls, d: Any) -> "_Run":
+        """The run saved in a checkpoint; raises KeyError or TypeError naming the first bad field."""
         if not isinstance(d, dict) or set(d) != set(cls().__dict__):
             raise KeyError("run")
+
+        def count(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        def real(v: Any) -> bool:  # a NaN loss or metric is recorded as it was
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        checks = {"epoch": count, "batch": count, "step": count, "skipped": count, "epoch_samples": count,
+                  "bad_epochs": count, "epoch_loss_sum": real, "epoch_start": real, "elapsed": real,
+                  "best": lambda v: v is None or real(v), "best_epoch": lambda v: v is None or count(v),
+                  "stopped_early": lambda v: isinstance(v, bool), "rng_state": lambda v: isinstance(v, dict)}
+        for key, ok in checks.items():
+            if not ok(d[key]):
+                raise TypeError(f"run[{key!r}]={d[key]!r}")
         return cls(**d)
 
 
@@ -245,6 +260,13 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
     val_arrays = val_single = None
     if validation_data is not None:
         val_arrays, val_single = _check_data("validation_data", validation_data)
+        form = [a.shape[1:] for a in arrays]
+        if val_single != single or [a.shape[1:] for a in val_arrays] != form:
+            raise ValueError(
+                f"validation_data: expected the form of data ({'an array' if single else f'{len(arrays)} arrays'} "
+                f"with rows of shape {form[0] if single else form}), got "
+                f"{'an array' if val_single else f'{len(val_arrays)} arrays'} with rows of shape "
+                f"{val_arrays[0].shape[1:] if val_single else [a.shape[1:] for a in val_arrays]}")
     if metric is not None and not callable(metric):
         raise TypeError(f"metric={metric!r}: expected a callable metric(params, batch) -> float")
     if metric is not None and validation_data is None:
@@ -439,18 +461,23 @@ def _accumulated(loss_and_grad: Callable, params: Any, arrays: list[np.ndarray],
         loss, grads = _call(loss_and_grad, params, _batch(arrays, single, group[0]))
         return loss, grads, len(group[0])
     total, loss_sum, acc, treedef = 0, 0.0, None, None
-    for idx in group:
+    for k, idx in enumerate(group):
         loss, grads = _call(loss_and_grad, params, _batch(arrays, single, idx))
         w = len(idx)
-        leaves, _, td = _tree.flatten(grads)
         if acc is None:
-            acc, treedef = [np.asarray(g) * w for g in leaves], td
+            leaves, _, treedef = _tree.flatten(grads)
+            acc = [np.asarray(g) * w for g in leaves]
         else:
-            if len(leaves) != len(acc):
-                raise ValueError(f"loss_and_grad returned grads with {len(leaves)} arrays for one mini-batch and "
-                                 f"{len(acc)} for another: expected the structure of the parameters every time")
+            # added leaf by leaf where the first mini-batch's grads have them (dict keys by name, not by
+            # position); a structure that differs is refused
+            leaves = treedef.flatten_like(grads, f"loss_and_grad's grads for mini-batch {k + 1} of {len(group)} "
+                                                 f"(accumulate), against those for the first")
             for i, g in enumerate(leaves):
-                acc[i] = acc[i] + np.asarray(g) * w
+                g = np.asarray(g)
+                if g.shape != acc[i].shape:
+                    raise ValueError(f"loss_and_grad's grads for mini-batch {k + 1} of {len(group)} (accumulate): "
+                                     f"an array of shape {g.shape} where the first mini-batch's has {acc[i].shape}")
+                acc[i] = acc[i] + g * w
         total += w
         loss_sum += loss * w
     return loss_sum / total, treedef.unflatten([a / total for a in acc]), total
