@@ -212,6 +212,21 @@ def test_gradient_clipping_by_global_norm():
     assert same is g and n == 5.0
 
 
+@pytest.mark.parametrize("tree, exc, match", [
+    (np.array([3 + 4j]), TypeError, r"^tree: expected a real array \(float or integer\), got dtype complex128$"),
+    (None, TypeError, r"^tree: expected a real array, got NoneType$"),
+    ({"a": "x"}, TypeError, r"^tree\.a: expected a real array, got str$"),
+    ({"a": [np.ones(2), None]}, TypeError, r"^tree\.a\[1\]: expected a real array, got NoneType$"),
+    ([], ValueError, r"^tree: expected at least one array, got a list without arrays$"),
+])
+def test_clipping_refuses_what_has_no_real_norm(tree, exc, match):
+    """A complex gradient's norm would be taken of its real part (and the clipped leaf could exceed
+    max_norm); None or a string has no norm at all."""
+    for call in (lambda: ak.global_norm(tree), lambda: ak.clip_by_global_norm(tree, 1.0)):
+        with pytest.raises(exc, match=match):
+            call()
+
+
 def test_clip_by_global_norm_matches_torch_and_survives_overflow():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)

@@ -374,7 +374,26 @@ BAD = [
     (dict(fun=lambda x: x * 2.0, jac=lambda x: x), ValueError, r"fun returned an array of shape \(2,\).*scalar"),
     (dict(fun=lambda x: (1.0, x), jac=lambda x: x), ValueError, r"fun returned .*expected a real scalar"),
     (dict(fun=lambda x: 1.0, jac=True), ValueError, r"with jac=True expected a pair"),
+    (dict(bounds=[(0, 1), (0, 1)]), ValueError, r"^bounds=\[\(0, 1\), \(0, 1\)\]: adamkit's Adam is an unconstrained"),
+    (dict(constraints={"type": "eq", "fun": quad}), ValueError, r"^constraints=.*unconstrained method"),
+    (dict(options={"disp": "yes"}), TypeError, r"^disp='yes': expected True or False$"),
+    (dict(jac="2-point", options={"finite_diff_rel_step": 1e-20}), ValueError,
+     r"^finite_diff_rel_step=1e-20: the finite-difference step at x\[0\] = 1\.0 rounds to 0 in float64"),
+    (dict(jac="3-point", options={"finite_diff_rel_step": 1e-20}), ValueError, r"^finite_diff_rel_step=1e-20: "),
 ]
+
+
+def test_arguments_sit_where_scipy_has_them():
+    """ak.minimize takes scipy.optimize.minimize's arguments in scipy's order (hess and hessp are
+    ignored with a warning, bounds and constraints refused), so a positional call means the same."""
+    import inspect
+    import scipy.optimize as so
+
+    assert list(inspect.signature(ak.minimize).parameters) == list(inspect.signature(so.minimize).parameters)
+    with pytest.warns(RuntimeWarning, match=r"^adamkit's Adam is a first-order method: hess is ignored$"):
+        res = ak.minimize(quad, np.array([1.0, 2.0]), (), "adam", lambda x: x.copy(), lambda x: np.eye(2),
+                          options={"lr": 0.1, "maxiter": 3})
+    assert res.nit == 3
 
 
 @pytest.mark.parametrize("kwargs,exc,match", BAD, ids=[m for _, _, m in BAD])

@@ -20,10 +20,14 @@ from . import _tree
 __all__ = ["global_norm", "clip_by_global_norm"]
 
 
-def _norm(x: Any) -> float:
+def _norm(x: Any, name: str = "tree") -> float:
     """The 2-norm of one array, in float64, rescaled when the squares would overflow."""
     if type(x) is not np.ndarray:
+        if not isinstance(x, (numbers.Real, np.generic, list, tuple)) or isinstance(x, (str, bytes)):
+            raise TypeError(f"{name}: expected a real array, got {type(x).__name__}")
         x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected a real array (float or integer), got dtype {x.dtype}")
     if x.size == 0:
         return 0.0
     flat = x.reshape(-1)
@@ -47,10 +51,12 @@ def global_norm(tree: Any) -> float:
     """
     if type(tree) is np.ndarray:
         return _norm(tree)
-    leaves, _, _ = _tree.flatten(tree)
+    leaves, names, _ = _tree.flatten(tree, prefix="tree")
+    if not leaves:
+        raise ValueError(f"tree: expected at least one array, got {_tree._describe(tree)} without arrays")
     if len(leaves) == 1:
-        return _norm(leaves[0])
-    return math.hypot(*map(_norm, leaves))
+        return _norm(leaves[0], names[0])
+    return math.hypot(*map(_norm, leaves, names))
 
 
 def clip_by_global_norm(tree: Any, max_norm: float) -> tuple[Any, float]:

@@ -39,6 +39,7 @@ _MESSAGES = {
 
 
 def minimize(fun: Callable, x0: Any, args: Any = (), method: Any = "adam", jac: Any = None,
+             hess: Any = None, hessp: Any = None, bounds: Any = None, constraints: Any = (),
              tol: float | None = None, callback: Callable | None = None,
              options: dict[str, Any] | None = None) -> OptimizeResult:
     """Minimize a scalar function of one array with an adamkit optimizer; scipy's interface and result.
@@ -56,6 +57,9 @@ def minimize(fun: Callable, x0: Any, args: Any = (), method: Any = "adam", jac: 
             ``"2-point"`` (the default, also for ``None``/``False``) or ``"3-point"`` finite differences
             with scipy's relative step; ``"autograd"`` or ``"jax"`` to differentiate ``fun`` with that
             package (which must be installed; ``fun`` must then use its numpy).
+        hess, hessp: ignored with a ``RuntimeWarning`` (first-order methods); bounds, constraints:
+            refused with a ``ValueError`` (unconstrained methods). Accepted so that every argument sits
+            where ``scipy.optimize.minimize`` has it.
         tol: the default for ``gtol``.
         callback: called after every step, as ``callback(xk)`` or, when its only parameter is named
             ``intermediate_result``, as ``callback(intermediate_result=OptimizeResult(x, fun, jac, nit))``
@@ -88,6 +92,7 @@ def minimize(fun: Callable, x0: Any, args: Any = (), method: Any = "adam", jac: 
     a decaying schedule), and expect many more iterations than BFGS on smooth deterministic problems.
     """
     cls = _method_class(method)
+    _unsupported(cls.__name__, hess, hessp, bounds, constraints)
     return _run(fun, x0, args, cls, jac, tol, callback, options, where="options")
 
 
@@ -116,17 +121,7 @@ def as_scipy_method(name: Any) -> Callable[..., OptimizeResult]:
     def method(fun: Callable, x0: Any, args: Any = (), jac: Any = None, hess: Any = None, hessp: Any = None,
                bounds: Any = None, constraints: Any = (), callback: Callable | None = None,
                **options: Any) -> OptimizeResult:
-        label = cls.__name__
-        if bounds is not None:
-            raise ValueError(f"bounds={bounds!r}: adamkit's {label} is an unconstrained method; expected "
-                             f"bounds=None (use L-BFGS-B, TNC or trust-constr for bounds)")
-        if _has_constraints(constraints):
-            raise ValueError(f"constraints={constraints!r}: adamkit's {label} is an unconstrained method; "
-                             f"expected no constraints (use SLSQP, COBYLA or trust-constr)")
-        for hname, h in (("hess", hess), ("hessp", hessp)):
-            if h is not None:
-                warnings.warn(f"adamkit's {label} is a first-order method: {hname} is ignored",
-                              RuntimeWarning, stacklevel=3)
+        _unsupported(cls.__name__, hess, hessp, bounds, constraints, stacklevel=4)
         fun, jac = _unwrap_memoized(fun, jac)
         opts = dict(options)
         tol = opts.pop("tol", None)
@@ -139,6 +134,20 @@ def as_scipy_method(name: Any) -> Callable[..., OptimizeResult]:
 
 # --------------------------------------------------------------------------------------------------
 # Argument checks
+
+
+def _unsupported(label: str, hess: Any, hessp: Any, bounds: Any, constraints: Any, stacklevel: int = 3) -> None:
+    """Refuse bounds and constraints; warn that a Hessian is ignored."""
+    if bounds is not None:
+        raise ValueError(f"bounds={bounds!r}: adamkit's {label} is an unconstrained method; expected "
+                         f"bounds=None (use L-BFGS-B, TNC or trust-constr for bounds)")
+    if _has_constraints(constraints):
+        raise ValueError(f"constraints={constraints!r}: adamkit's {label} is an unconstrained method; "
+                         f"expected no constraints (use SLSQP, COBYLA or trust-constr)")
+    for hname, h in (("hess", hess), ("hessp", hessp)):
+        if h is not None:
+            warnings.warn(f"adamkit's {label} is a first-order method: {hname} is ignored",
+                          RuntimeWarning, stacklevel=stacklevel)
 
 
 def _method_class(method: Any, what: str = "method") -> type[Optimizer]:
@@ -207,6 +216,9 @@ def _check_options(cls: type[Optimizer], options: Any, tol: Any, where: str) -> 
         raise ValueError(f"maxiter={maxiter!r}: expected an integer >= 0")
     own["maxiter"] = int(maxiter)
     own["gtol"] = _real("gtol", own["gtol"], minimum=0.0)
+    if not isinstance(own["disp"], (bool, np.bool_)):
+        raise TypeError(f"disp={own['disp']!r}: expected True or False")
+    own["disp"] = bool(own["disp"])
     if own["finite_diff_rel_step"] is not None:
         own["finite_diff_rel_step"] = _real("finite_diff_rel_step", own["finite_diff_rel_step"], minimum=0.0,
                                             positive=True)
@@ -317,6 +329,10 @@ class _Objective:
             xp = flat.copy()
             xp[i] = xi + h
             dp = float(xp[i]) - xi  # the step actually representable
+            if dp == 0:
+                raise ValueError(f"finite_diff_rel_step={self.rel_step!r}: the finite-difference step at x[{i}] = "
+                                 f"{xi!r} rounds to 0 in {self.dtype}; expected a relative step of at least "
+                                 f"{float(np.finfo(self.dtype).eps)!r}")
             if self.mode == "2-point":
                 g[i] = (self._value(xp.reshape(self.shape)) - f0) / dp
             else:
