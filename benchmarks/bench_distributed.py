@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=2e-6, help="model: seconds per message")
     parser.add_argument("--membw", type=float, default=None, help="model: memory bytes/s (default: measured)")
     parser.add_argument("--model-ranks", nargs="+", type=int, default=[1, 2, 4, 8, 16, 64])
-    parser.add_argument("--model-only", action="store_true", help="print the model, run nothing")
+    parser.add_argument("--model-only", action="store_true", help="print the model, run and write nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:>6.0e} {P:>4} {rep['total'] * 1e3:11.3f} {rep['comm'] * 1e3:8.3f} {sh['total'] * 1e3:9.3f} "
                   f"{sh['comm'] * 1e3:8.3f}")
 
+    if args.model_only:  # nothing measured: keep the stored measurements
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_distributed.json").write_text(json.dumps(results, indent=1))

@@ -45,7 +45,9 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as exc:
         # (zipfile raises NotImplementedError for a corrupted version or compression field)
-        raise ValueError(f"checkpoint {str(path)!r} is truncated or corrupted and was not loaded ({exc})") from None
+        # numpy's message for pickled data suggests loading it unsafely: adamkit never writes pickles
+        why = "it holds pickled Python objects, which adamkit never writes" if "pickle" in str(exc) else str(exc)
+        raise ValueError(f"checkpoint {str(path)!r} is truncated or corrupted and was not loaded ({why})") from None
     raw = arrays.pop(_META_KEY, None)
     if raw is None:
         raise ValueError(f"checkpoint {str(path)!r} is not an adamkit file (no description inside); not loaded")

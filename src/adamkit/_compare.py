@@ -515,7 +515,7 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
 
     Args:
         problems: :class:`Problem` objects or built-in names (``adamkit.PROBLEMS``); None: all built-ins.
-        optimizers: names (``adamkit.compare_methods()``), call-like strings such as
+        optimizers: names (``adamkit._compare.compare_methods()``, listed by ``adamkit compare --help``), call-like strings such as
             ``"adam(betas=(0.9, 0.9999))"``, or :class:`Method` objects; None: SGD, SGD with momentum,
             AdaGrad, RMSProp and Adam.
         lrs: one learning-rate grid for every problem, a mapping problem name -> grid, or None for each

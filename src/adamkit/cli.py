@@ -88,7 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "the seed notes' eight claims, and writes a report directory: report.html (self-contained), report.md,\n"
             "table.txt, table.md, results.json, claims.json and PNG figures.\n\n"
             "With no options: SGD, SGD+momentum, AdaGrad, RMSProp and Adam on every built-in problem, 3 seeds,\n"
-            "about a minute on 2 cores; --quick takes a few seconds (smaller budgets, a grid of 1 point a decade)."),
+            "30-50 s on 2 cores (more the first time, which compiles the kernels); --quick about 10 s (smaller\n"
+            "budgets, a grid of 1 point a decade)."),
         epilog="examples:\n  adamkit compare\n  adamkit compare --quick --out /tmp/report\n"
                "  adamkit compare --problems quadratic rosenbrock --optimizers adam 'adam(betas=(0.9,0.99))' sgd\n"
                "  adamkit compare --problems digits_mlp --lrs 1e-3 3e-3 1e-2 --seeds 5")
