@@ -345,3 +345,20 @@ def test_state_dict_is_a_plain_snapshot(info):
     for v in sd["state"]["w"].values():  # nor does writing into it change the optimizer
         v[...] = 123.0
     assert all(not np.any(s == 123.0) for s in opt.state["w"].values())
+
+
+@pytest.mark.parametrize("info", [e for e in entries() if "eps" in e.values[0].cls.defaults])
+def test_an_eps_that_rounds_to_zero_in_float32_is_refused(info):
+    """eps = 1e-50 is > 0 but 0 in float32, where it would divide 0 by 0 as eps = 0 does; float64 keeps it."""
+    w = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"^eps=1e-50: rounds to 0 in float32, the dtype of some parameters; "
+                                         r"expected at least 1\.4"):
+        info.cls(w, eps=1e-50)
+    opt = info.cls(w, eps=1e-6)
+    opt.param_groups[0]["eps"] = 1e-50
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=r"^eps=1e-50: rounds to 0 in float32"):
+        opt.step(np.ones(3, np.float32))
+    assert_same_tree(opt.state_dict(), before)
+    assert w.tolist() == [1.0] * 3
+    info.cls(np.ones(3), eps=1e-50).step(np.zeros(3))  # float64: fine

@@ -352,7 +352,12 @@ class Optimizer:
             if unknown:
                 raise ValueError(f"param group: unknown hyperparameter(s) {unknown}; "
                                  f"{type(self).__name__} accepts {', '.join(self.defaults)}")
-            g._hp = self.validate({**{k: spec[k] for k in self.defaults}, **self.fixed})
+            hp = self.validate({**{k: spec[k] for k in self.defaults}, **self.fixed})
+            eps = hp.get("eps")
+            if eps is not None and np.float32(eps) == 0 and any(b.dtype == np.float32 for b in g.buckets):
+                raise ValueError(f"eps={spec['eps']!r}: rounds to 0 in float32, the dtype of some parameters; "
+                                 f"expected at least {float(np.finfo(np.float32).smallest_subnormal)!r}")
+            g._hp = hp
             # a snapshot: a list changed in place (betas[0] = ...) must compare unequal next time
             g._seen = None if seen is None else tuple(list(v) if isinstance(v, list) else v for v in seen)
             g._slots_ok = False  # a changed configuration may need a new slot (amsgrad=True): see step
