@@ -419,3 +419,20 @@ def test_an_exception_on_one_rank_aborts_the_job_with_its_message(how, tmp_path,
     assert "RuntimeError: boom: rank 1 could not compute its gradient" in proc.stderr
     assert "uncaught RuntimeError on rank 1 of 3; aborting the MPI job" in proc.stderr
     assert "was not aborted" not in proc.stdout
+
+
+def test_sharded_load_checks_each_group_in_its_own_dtypes(tmp_path):
+    """A float64 group may keep an eps (1e-50) that a float32 group could not: the sharded load checks
+    each group's hyperparameters against that group's dtypes, as the plain optimizer does."""
+    MPI = _mpi()
+    from adamkit.distributed import DistributedOptimizer
+
+    def make():
+        groups = [{"params": {"a": np.ones(3, np.float32)}}, {"params": {"b": np.ones(2)}, "eps": 1e-50}]
+        return DistributedOptimizer(ak.Adam(groups, lr=0.1), MPI.COMM_WORLD, shard_state=True)
+    d = make()
+    d.step([{"a": np.full(3, 0.5, np.float32)}, {"b": np.full(2, 0.5)}])
+    d.save(tmp_path / "d.npz")
+    e = make()
+    e.load(tmp_path / "d.npz")
+    assert e.step_count == 1 and e.param_groups[1]["eps"] == 1e-50

@@ -628,3 +628,18 @@ def test_parameter_groups_resume_bit_identical(tmp_path):
     out, opt, lg = make()
     h = ak.fit(lg, opt, (X, y), resume=True, **kw)
     assert all(np.array_equal(a, b) for a, b in zip(ref, out)) and h.loss == h_ref.loss
+
+
+def test_norm_of_array_subclasses_and_fit_names_the_gradients():
+    """Array subclasses (masked arrays, memmaps, users' own) are arrays; fit's errors about a gradient name
+    loss_and_grad's."""
+    class Tagged(np.ndarray):
+        pass
+
+    assert ak.global_norm({"a": np.ma.array([3.0]), "b": np.array([[4.0]]).view(Tagged)}) == 5.0
+    assert ak.clip_by_global_norm(np.ma.array([3.0, 4.0]), 1.0)[1] == 5.0
+    b = np.zeros((2, 1))
+    with pytest.raises(TypeError, match=r"^loss_and_grad's grads: expected a real array \(float or integer\), "
+                                        r"got dtype complex128$"):
+        ak.fit(lambda p, batch: (0.0, np.ones((2, 1), complex)), ak.SGD(b, lr=0.1), (X20, Y20), batch_size=5, epochs=1)
+    assert not b.any()

@@ -377,6 +377,7 @@ BAD = [
     (dict(bounds=[(0, 1), (0, 1)]), ValueError, r"^bounds=\[\(0, 1\), \(0, 1\)\]: adamkit's Adam is an unconstrained"),
     (dict(constraints={"type": "eq", "fun": quad}), ValueError, r"^constraints=.*unconstrained method"),
     (dict(options={"disp": "yes"}), TypeError, r"^disp='yes': expected True or False$"),
+    (dict(options={"disp": 2}), TypeError, r"^disp=2: expected True or False$"),
     (dict(jac="2-point", options={"finite_diff_rel_step": 1e-20}), ValueError,
      r"^finite_diff_rel_step=1e-20: the finite-difference step at x\[0\] = 1\.0 rounds to 0 in float64"),
     (dict(jac="3-point", options={"finite_diff_rel_step": 1e-20}), ValueError, r"^finite_diff_rel_step=1e-20: "),

@@ -348,17 +348,32 @@ def test_state_dict_is_a_plain_snapshot(info):
 
 
 @pytest.mark.parametrize("info", [e for e in entries() if "eps" in e.values[0].cls.defaults])
-def test_an_eps_that_rounds_to_zero_in_float32_is_refused(info):
-    """eps = 1e-50 is > 0 but 0 in float32, where it would divide 0 by 0 as eps = 0 does; float64 keeps it."""
+def test_an_eps_too_small_for_the_dtype_is_refused(info):
+    """eps = 1e-50 is > 0 but 0 in float32 (0/0 as with eps = 0), and eps = 1e-39 is nonzero there but
+    1/eps is not finite (NAdam's 1/(sqrt(v) + eps) times a zero gradient: NaN); float64 keeps both.
+    Refused at construction, at the step after a change, and in a state_dict."""
     w = np.ones(3, np.float32)
-    with pytest.raises(ValueError, match=r"^eps=1e-50: rounds to 0 in float32, the dtype of some parameters; "
-                                         r"expected at least 1\.4"):
-        info.cls(w, eps=1e-50)
+    expect = r"out of range for the float32 parameters; expected a number from 2\.94e-39 \(1/eps must be finite\)"
+    for eps in (1e-50, 1e-39):
+        with pytest.raises(ValueError, match=rf"^eps={eps!r}: {expect}"):
+            info.cls(w, eps=eps)
     opt = info.cls(w, eps=1e-6)
-    opt.param_groups[0]["eps"] = 1e-50
+    opt.param_groups[0]["eps"] = 1e-39
     before = opt.state_dict()
-    with pytest.raises(ValueError, match=r"^eps=1e-50: rounds to 0 in float32"):
+    with pytest.raises(ValueError, match=rf"^eps=1e-39: {expect}"):
         opt.step(np.ones(3, np.float32))
     assert_same_tree(opt.state_dict(), before)
     assert w.tolist() == [1.0] * 3
-    info.cls(np.ones(3), eps=1e-50).step(np.zeros(3))  # float64: fine
+    opt.param_groups[0]["eps"] = 1e-6
+    before = opt.state_dict()
+    sd = opt.state_dict()
+    sd["param_groups"][0]["eps"] = 1e-39
+    with pytest.raises(ValueError, match=rf"^eps=1e-39: {expect}"):
+        opt.load_state_dict(sd)
+    assert_same_tree(opt.state_dict(), before)
+    for eps in (1e-39, 1e-300):  # float64: fine, and no NaN where the gradient is 0
+        p = np.ones(3)
+        o = info.cls(p, eps=eps)
+        for _ in range(8):
+            o.step(np.array([0.0, 1.0, -1.0]))
+        assert np.isfinite(p).all()

@@ -10,10 +10,10 @@ import pytest
 import adamkit as ak
 from registry import DTYPES
 
-# eps must be > 0 (eps = 0 makes 0/0 where a coordinate's gradients are all 0). This one is nonzero in
-# float32 too (a subnormal) and far below half an ulp of every sqrt(v) in these tests, so sqrt(v) + TINY
+# eps must be > 0 (eps = 0 makes 0/0 where a coordinate's gradients are all 0) with 1/eps finite in the
+# parameters' dtype. This one is far below half an ulp of every sqrt(v) in these tests, so sqrt(v) + TINY
 # == sqrt(v) exactly, in both dtypes: the formulas with eps = 0, which is what these tests check.
-TINY = 1e-40
+TINY = 1e-30
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
@@ -359,3 +359,19 @@ def test_adagrad_groups_start_from_their_own_initial_accumulator_value():
                      initial_accumulator_value=0.25)
     state = opt.state
     assert state["[0][0]"]["sum"].tolist() == [1.0, 1.0] and state["[1][0]"]["sum"].tolist() == [0.25] * 3
+
+
+def test_centered_rmsprop_clamp_is_the_same_on_both_paths_when_the_difference_is_minus_infinity(monkeypatch):
+    """gbar^2 can overflow to inf in float32 while v is finite: v - gbar^2 = -inf, clamped to 0 by both
+    the reference rule (np.maximum) and the fused kernel."""
+    out = []
+    for fused in (True, False):
+        monkeypatch.setenv("ADAMKIT_NO_NUMBA", "0" if fused else "1")
+        w = np.ones(2, np.float32)
+        opt = ak.RMSprop(w, centered=True, alpha=0.99, nonfinite="ignore")
+        sd = opt.state_dict()
+        sd["state"]["params"] = {"square_avg": np.full(2, 1e38, np.float32), "grad_avg": np.full(2, 1.9e19, np.float32)}
+        opt.load_state_dict(sd)
+        opt.step(np.zeros(2, np.float32))
+        out.append(w.copy())
+    assert out[0].tobytes() == out[1].tobytes() and np.isfinite(out[0]).all()

@@ -423,3 +423,39 @@ def test_learning_rate_group_argument(group, exc):
     opt = ak.Adam(np.ones(2))
     with pytest.raises(exc, match=rf"^group={group!r}: expected"):
         opt.learning_rate(group)
+
+
+def test_a_user_subclass_without_slot_declarations_loads_its_own_state():
+    """state_slots and group_scalars are optional: a subclass of the public Optimizer that does not
+    declare them still saves and loads (its slots and scalars are then not checked by name)."""
+    class Momentum(ak.Optimizer):
+        fused_kernel = None
+
+        def __init__(self, params, lr=0.1, beta=0.9, *, nonfinite="raise"):
+            super().__init__(params, locals())
+
+        @classmethod
+        def validate(cls, hp):
+            return dict(hp)
+
+        @staticmethod
+        def slots(hp):
+            return {"m": 0.0}
+
+        @staticmethod
+        def constants(hp, t, scalars):
+            return {"next_scalars": {"seen": scalars.get("seen", 0) + 1}}
+
+        @staticmethod
+        def reference(p, g, s, c):
+            s["m"] *= c["beta"]
+            s["m"] += g
+            p -= c["lr"] * s["m"]
+
+    a = np.ones(2)
+    opt = Momentum(a)
+    opt.step(np.full(2, 0.5))
+    sd = opt.state_dict()
+    twin = Momentum(np.ones(2))
+    twin.load_state_dict(sd)
+    assert_same_tree(twin.state_dict(), sd)

@@ -22,7 +22,7 @@ __all__ = ["global_norm", "clip_by_global_norm"]
 
 def _norm(x: Any, name: str = "tree") -> float:
     """The 2-norm of one array, in float64, rescaled when the squares would overflow."""
-    if type(x) is not np.ndarray:
+    if not isinstance(x, np.ndarray):
         if not isinstance(x, (numbers.Real, np.generic, list, tuple)) or isinstance(x, (str, bytes)):
             raise TypeError(f"{name}: expected a real array, got {type(x).__name__}")
         x = np.asarray(x)
@@ -30,7 +30,7 @@ def _norm(x: Any, name: str = "tree") -> float:
         raise TypeError(f"{name}: expected a real array (float or integer), got dtype {x.dtype}")
     if x.size == 0:
         return 0.0
-    flat = x.reshape(-1)
+    flat = np.asarray(x).reshape(-1)  # a subclass (memmap, matrix, masked array) as a plain array
     if flat.dtype != np.float64:
         flat = flat.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -44,22 +44,23 @@ def _norm(x: Any, name: str = "tree") -> float:
     return m * math.sqrt(float(scaled @ scaled))
 
 
-def global_norm(tree: Any) -> float:
+def global_norm(tree: Any, *, name: str = "tree") -> float:
     """The 2-norm of all entries of all arrays in ``tree`` (an array, or nested dicts/lists/tuples).
 
-    Computed as the norm of the per-array norms (as torch does), without overflow.
+    Computed as the norm of the per-array norms (as torch does), without overflow. ``name`` is what
+    error messages call ``tree`` (a leaf that is not a real array raises ``TypeError``).
     """
     if type(tree) is np.ndarray:
-        return _norm(tree)
-    leaves, names, _ = _tree.flatten(tree, prefix="tree")
+        return _norm(tree, name)
+    leaves, names, _ = _tree.flatten(tree, prefix=name)
     if not leaves:
-        raise ValueError(f"tree: expected at least one array, got {_tree._describe(tree)} without arrays")
+        raise ValueError(f"{name}: expected at least one array, got {_tree._describe(tree)} without arrays")
     if len(leaves) == 1:
         return _norm(leaves[0], names[0])
     return math.hypot(*map(_norm, leaves, names))
 
 
-def clip_by_global_norm(tree: Any, max_norm: float) -> tuple[Any, float]:
+def clip_by_global_norm(tree: Any, max_norm: float, *, name: str = "tree") -> tuple[Any, float]:
     """Return ``(clipped, norm)``: ``tree`` scaled so its global norm is at most ``max_norm``.
 
     ``norm`` is the global norm before clipping. Leaves are new arrays when scaled; when no scaling is
@@ -75,7 +76,7 @@ def clip_by_global_norm(tree: Any, max_norm: float) -> tuple[Any, float]:
     if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) \
             or not (0 < float(max_norm) < math.inf):
         raise ValueError(f"max_norm={max_norm!r}: expected a finite number > 0")
-    norm = global_norm(tree)
+    norm = global_norm(tree, name=name)
     coef = float(max_norm) / (norm + 1e-6)
     if not math.isfinite(norm) or coef >= 1.0:
         return tree, norm

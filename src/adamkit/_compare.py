@@ -324,9 +324,13 @@ def run_one(problem: Problem, method: Method, lr: float, seed: int, detail: bool
                     hit = next((s for s, v in zip(curve_steps, curve) if v <= target), None)
             if not math.isfinite(final) or abs(final) > (limit or math.inf):
                 raise FloatingPointError(f"final loss {final}")
-            rec["final_loss"] = final
-            if problem.evaluate is not None:
-                rec["metrics"] = {k: float(v) for k, v in problem.evaluate(params).items()}
+            metrics = {}
+            if problem.evaluate is not None:  # a run whose evaluation fails is a failed run, loss and all
+                for k, v in problem.evaluate(params).items():
+                    metrics[k] = float(v)
+                    if not math.isfinite(metrics[k]):
+                        raise FloatingPointError(f"metric {k!r} = {metrics[k]}")
+            rec["final_loss"], rec["metrics"] = final, metrics
     except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
         rec.update(status="diverged", steps_done=max(t - 1, 0), message=str(exc))
     except Exception as exc:  # a bad run is a recorded failure, never a crash
@@ -475,7 +479,7 @@ def _as_problems(problems: Any, quick: bool) -> list[Problem]:
 
 
 def _as_seeds(seeds: Any) -> list[int]:
-    if isinstance(seeds, bool):
+    if isinstance(seeds, (bool, str, bytes)):
         raise TypeError(f"seeds={seeds!r}: expected a number of seeds (>= 1) or a list of integer seeds")
     if isinstance(seeds, (int, np.integer)):
         if seeds < 1:

@@ -363,9 +363,9 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
                 else:
                     loss, grads, rows = _accumulated(loss_and_grad, params, arrays, single, group)
                     if clip_norm is not None:
-                        grads, norm = clip_by_global_norm(grads, clip_norm)
+                        grads, norm = clip_by_global_norm(grads, clip_norm, name="loss_and_grad's grads")
                     else:
-                        norm = global_norm(grads)
+                        norm = global_norm(grads, name="loss_and_grad's grads")
                 finite = math.isfinite(loss) and math.isfinite(norm)
                 if not finite and nonfinite == "raise":
                     what = f"loss {loss!r}" if not math.isfinite(loss) else f"gradient (global norm {norm!r})"

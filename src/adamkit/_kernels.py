@@ -329,7 +329,7 @@ if _numba_error is None:
                 gbar[i] = gb
                 z = vi - gb * gb
                 if z < 0:
-                    z = z - z  # +0 in the parameter dtype: the reference rule's max(v - gbar^2, 0)
+                    z = oma - oma  # +0 in the parameter dtype: the reference rule's max(v - gbar^2, 0)
                 d = np.sqrt(z) + eps
             else:
                 d = np.sqrt(vi) + eps

@@ -216,6 +216,8 @@ def _check_options(cls: type[Optimizer], options: Any, tol: Any, where: str) -> 
         raise ValueError(f"maxiter={maxiter!r}: expected an integer >= 0")
     own["maxiter"] = int(maxiter)
     own["gtol"] = _real("gtol", own["gtol"], minimum=0.0)
+    if isinstance(own["disp"], numbers.Integral) and own["disp"] in (0, 1):  # scipy's methods take 0 and 1
+        own["disp"] = bool(own["disp"])
     if not isinstance(own["disp"], (bool, np.bool_)):
         raise TypeError(f"disp={own['disp']!r}: expected True or False")
     own["disp"] = bool(own["disp"])

@@ -230,7 +230,8 @@ class Optimizer:
 
     Subclasses declare their hyperparameters as keyword arguments of ``__init__`` (names and defaults
     are read from the signature), and implement ``validate``, ``slots``, ``constants`` and
-    ``reference``.
+    ``reference``; ``state_slots`` and ``group_scalars`` (optional) let ``load_state_dict`` check a
+    state_dict's slots and group scalars too.
     """
 
     defaults: ClassVar[dict[str, Any]] = {}
@@ -239,11 +240,12 @@ class Optimizer:
     fused_kernel: ClassVar[str | None] = None
     #: Hyperparameters fixed by the class (e.g. AdamW's decoupled weight decay), not arguments.
     fixed: ClassVar[dict[str, Any]] = {}
-    #: Every state slot any configuration may use (``slots`` gives those one configuration needs).
-    state_slots: ClassVar[tuple[str, ...]] = ()
+    #: Every state slot any configuration may use (``slots`` gives those one configuration needs), so
+    #: that ``load_state_dict`` refuses others; None (a subclass that does not say): not checked.
+    state_slots: ClassVar[tuple[str, ...] | None] = None
     #: Per-group scalars kept besides ``step`` (see ``constants``' ``next_scalars``), each with the
-    #: check ``load_state_dict`` applies to it: ``check(name, value) -> value``.
-    group_scalars: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
+    #: check ``load_state_dict`` applies to it: ``check(name, value) -> value``; None: loaded unchecked.
+    group_scalars: ClassVar[dict[str, Callable[[str, Any], Any]] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -353,10 +355,7 @@ class Optimizer:
                 raise ValueError(f"param group: unknown hyperparameter(s) {unknown}; "
                                  f"{type(self).__name__} accepts {', '.join(self.defaults)}")
             hp = self.validate({**{k: spec[k] for k in self.defaults}, **self.fixed})
-            eps = hp.get("eps")
-            if eps is not None and np.float32(eps) == 0 and any(b.dtype == np.float32 for b in g.buckets):
-                raise ValueError(f"eps={spec['eps']!r}: rounds to 0 in float32, the dtype of some parameters; "
-                                 f"expected at least {float(np.finfo(np.float32).smallest_subnormal)!r}")
+            _check_eps(spec, hp, g)
             g._hp = hp
             # a snapshot: a list changed in place (betas[0] = ...) must compare unequal next time
             g._seen = None if seen is None else tuple(list(v) if isinstance(v, list) else v for v in seen)
@@ -532,6 +531,7 @@ class Optimizer:
                 raise ValueError(f"state_dict group {gi} lacks hyperparameter(s) {missing}")
             spec = {k: _restore_hyperparameter(k, pg[k], self.param_groups[gi][k]) for k in self.defaults}
             hp = self.validate({**spec, **self.fixed})
+            _check_eps(spec, hp, g)
             need = self.slots(hp)
             for b in g.buckets:
                 for name, p in zip(b.names, b.params):
@@ -541,7 +541,7 @@ class Optimizer:
                     lacking = sorted(set(need) - set(s))
                     if lacking:
                         raise ValueError(f"state_dict state for parameter {name!r} lacks slot(s) {lacking}")
-                    unknown = sorted(set(s) - set(self.state_slots), key=str)
+                    unknown = sorted(set(s) - set(self.state_slots or s), key=str)
                     if unknown:
                         raise ValueError(f"state_dict state for parameter {name!r} has slot(s) {unknown} that "
                                          f"{kind} does not use; it uses {', '.join(self.state_slots)}")
@@ -558,10 +558,13 @@ class Optimizer:
             for key, value in gs.items():
                 if key == "step":
                     continue
-                if key not in self.group_scalars:
+                if self.group_scalars is None:
+                    scalars[key] = value
+                elif key not in self.group_scalars:
                     raise ValueError(f"state_dict group_state[{gi}] has {key!r}, which {kind} does not keep; "
                                      f"expected 'step'{''.join(', ' + repr(k) for k in self.group_scalars)}")
-                scalars[key] = self.group_scalars[key](f"state_dict group_state[{gi}][{key!r}]", value)
+                else:
+                    scalars[key] = self.group_scalars[key](f"state_dict group_state[{gi}][{key!r}]", value)
             new_specs.append(spec)
             new_scalars.append(scalars)
         extra = sorted(set(state) - set(self.names))
@@ -620,6 +623,20 @@ def state_dict_from_files(arrays: dict[str, np.ndarray], meta: dict[str, Any], p
     except (KeyError, AttributeError, TypeError) as exc:
         raise ValueError(f"checkpoint {str(path)!r} does not hold optimizer state ({exc!r} missing)") from None
     return {**{k: v for k, v in meta.items() if k not in ("kind", "state")}, "state": state}
+
+
+def _check_eps(spec: dict[str, Any], hp: dict[str, Any], g: _Group) -> None:
+    """``eps`` must stay a usable divisor in every dtype of the group: nonzero and with a finite
+    reciprocal (NAdam and RAdam compute ``1/(sqrt(v) + eps)``; an infinite one times a zero gradient is
+    NaN), and finite itself."""
+    eps = hp.get("eps")
+    if eps is None:
+        return
+    for dt in sorted({b.dtype for b in g.buckets}, key=str):
+        least = 1.0 / float(np.finfo(dt).max)
+        if not least <= eps <= float(np.finfo(dt).max):
+            raise ValueError(f"eps={spec['eps']!r}: out of range for the {dt} parameters; expected a number from "
+                             f"{least:.3g} (1/eps must be finite) to {float(np.finfo(dt).max):.3g}")
 
 
 def _is_count(v: Any) -> bool:

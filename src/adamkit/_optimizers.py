@@ -133,6 +133,7 @@ class Adagrad(Optimizer):
 
     fused_kernel = "Adagrad"
     state_slots = ("sum",)
+    group_scalars: dict = {}
 
     def __init__(self, params: Any, lr: Any = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
@@ -180,6 +181,7 @@ class RMSprop(Optimizer):
 
     fused_kernel = "RMSprop"
     state_slots = ("square_avg", "grad_avg", "momentum_buffer")
+    group_scalars: dict = {}
 
     def __init__(self, params: Any, lr: Any = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
@@ -258,6 +260,7 @@ class Adam(Optimizer):
 
     fused_kernel = "Adam"
     state_slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    group_scalars: dict = {}
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
@@ -332,6 +335,7 @@ class Adamax(Optimizer):
 
     fused_kernel = "Adamax"
     state_slots = ("exp_avg", "exp_inf")
+    group_scalars: dict = {}
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, maximize: bool = False,
@@ -446,6 +450,7 @@ class RAdam(Optimizer):
 
     fused_kernel = "RAdam"
     state_slots = ("exp_avg", "exp_avg_sq")
+    group_scalars: dict = {}
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import inspect
+import json
 import math
 import numbers
 import re
@@ -128,6 +129,19 @@ class Problem:
                 raise ValueError(f"{arg}={v!r}: expected a finite number or None")
         if self.lrs is not None:
             object.__setattr__(self, "lrs", check_lrs(self.lrs, "lrs"))
+        for arg in ("stochastic", "online", "trace"):
+            v = getattr(self, arg)
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{arg}={v!r}: expected True or False")
+            object.__setattr__(self, arg, bool(v))
+        if self.target is not None and self.floor is not None and self.target < self.floor:
+            raise ValueError(f"target={self.target!r}: expected a loss >= floor={self.floor!r} (the known minimum)")
+        if not isinstance(self.info, Mapping):
+            raise TypeError(f"info={self.info!r}: expected a dict of JSON-able facts")
+        try:
+            json.dumps(dict(self.info), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"info: expected JSON-able values (numbers, strings, lists, dicts): {exc}") from None
         if self.online and self.full_loss is None:
             raise ValueError("online=True: expected a full_loss (an online problem's loss depends on t)")
         variants = tuple(self.variants)

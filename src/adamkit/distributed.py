@@ -935,14 +935,18 @@ class DistributedOptimizer:
         """Check the saved hyperparameters and group state with the optimizer's own ``load_state_dict``
         on a one-element stand-in per group; return the restored hyperparameters (schedules rebuilt)."""
         opt = self.optimizer
-        dt = self._leaves[0].dtype
-        specs = [{"params": np.zeros(1, dt), **{k: pg[k] for k in self._keys}} for pg in opt.param_groups]
+        # one element per dtype of each group, so that dtype-dependent checks (eps) see the group's dtypes
+        dts = [sorted({self._leaves[k].dtype for k in range(len(self._leaves)) if self._group_of[k] == gi}, key=str)
+               for gi in range(len(opt.param_groups))]
+        specs = [{"params": [np.zeros(1, dt) for dt in dts[gi]], **{k: pg[k] for k in self._keys}}
+                 for gi, pg in enumerate(opt.param_groups)]
         stand_in = type(opt)(specs, nonfinite="ignore")
+        names = [g.names for g in stand_in._groups]
         sd = {k: meta[k] for k in ("optimizer", "format", "step_count", "skipped_steps")}
-        sd["param_groups"] = [{**pg, "names": [stand_in.names[gi]]} for gi, pg in enumerate(meta["param_groups"])]
+        sd["param_groups"] = [{**pg, "names": names[gi]} for gi, pg in enumerate(meta["param_groups"])]
         sd["group_state"] = meta["group_state"]
-        sd["state"] = {stand_in.names[gi]: {s: np.zeros(1, dt) for s in meta["slots"][gi]}
-                       for gi in range(len(specs))}
+        sd["state"] = {n: {s: np.zeros(1, dt) for s in meta["slots"][gi]}
+                       for gi in range(len(specs)) for n, dt in zip(names[gi], dts[gi])}
         try:
             stand_in.load_state_dict(sd)
         except (ValueError, TypeError, KeyError) as exc:
