@@ -112,6 +112,64 @@ def test_nan_loss_and_errors_are_recorded():
     assert rec["status"] == "error" and rec["message"] == "RuntimeError: user bug"
 
 
+def test_a_run_whose_evaluation_fails_is_a_failed_run():
+    """Its final loss does not count (a failure is an infinite loss in the selection), and a NaN metric is
+    a divergence, not a number in the table."""
+    for evaluate, status, message in ((lambda x: {"acc": "x"}, "error", "ValueError"),
+                                      (lambda x: {"acc": float("nan")}, "diverged", "metric 'acc' = nan"),
+                                      (lambda x: 5, "error", "AttributeError")):
+        p = quad(evaluate=evaluate)
+        rec = run_one(p, parse_method("sgd"), 0.1, 0)
+        assert rec["status"] == status and message in rec["message"] and rec["final_loss"] is None, rec
+    with pytest.warns(RuntimeWarning, match=r"compare: \d+ run\(s\) raised an error"):
+        res = ak.compare([quad(evaluate=lambda x: {"acc": "x"})], ["sgd"], seeds=2, progress=False, jobs=1)
+    assert res.summary()[0]["lr"] is None
+
+
+class _Widths:
+    """The part of Results that claim 6 reads: good-lr widths per (problem, optimizer)."""
+
+    def __init__(self, widths):
+        self.settings = {"factor": 2.0}
+        self.widths = widths
+        self.problems = [{"name": n, "floor": 0.0, "methods": list(w)} for n, w in widths.items()]
+
+    def problem(self, name):
+        return next(p for p in self.problems if p["name"] == name)
+
+    def row(self, name, method):
+        return {"lr": 0.1, "width": self.widths[name][method]}
+
+
+def test_claim_6_counts_ties_for_neither_side():
+    """Equal widths ('none' against 'none' included) are not wins: Adam wider on 1 problem, narrower on 1
+    and tied on 3 does not hold against that optimizer."""
+    from adamkit._report import _claim6
+
+    tied = {f"p{i}": {"adam": None, "sgd": None} for i in range(3)}
+    res = _Widths({**tied, "w": {"adam": 2.0, "sgd": 1.0}, "n": {"adam": 0.5, "sgd": 1.5}})
+    c = _claim6(res)
+    assert c.numbers["adam_wider_narrower_equal"] == {"sgd": [1, 1, 3]} and c.verdict == "does not hold"
+    res = _Widths({**tied, "w": {"adam": 2.0, "sgd": 1.0}, "n": {"adam": 1.5, "sgd": 1.5}})
+    assert _claim6(res).verdict == "holds"
+
+
+def test_a_user_problem_named_like_a_built_in_one_does_not_test_its_claim():
+    res = ak.compare([quad(name="quadratic")], ["sgd", "momentum", "adam"], seeds=1, progress=False, jobs=1)
+    c = next(c for c in res.claims() if c.number == 2)
+    assert c.verdict == "not tested" and "not adamkit's built-in one" in c.summary
+
+
+def test_results_that_do_not_reproduce_are_flagged():
+    """A problem drawing noise from a generator of its own, not from the rng it is given."""
+    own = np.random.default_rng(0)
+    p = ak.Problem("leaky", lambda rng: np.ones(2), lambda x, rng: (float(x @ x) + own.random(), 2 * x), 10,
+                   stochastic=True, lrs=[1e-2, 1e-1])
+    with pytest.warns(RuntimeWarning, match=r"compare: for leaky/sgd, rerunning a tuning seed did not reproduce"):
+        res = ak.compare([p], ["sgd"], seeds=2, progress=False, jobs=1)
+    assert any("not reproducible" in n for n in res.settings["notes"])
+
+
 def test_nonfinite_gradient_is_a_divergence():
     p = ak.Problem("inf", lambda rng: np.ones(2), lambda x, rng: (1.0, np.array([np.inf, 0.0])), 5)
     rec = run_one(p, parse_method("adam"), 0.1, 0)
@@ -313,6 +371,7 @@ def test_fewer_than_three_tuning_seeds_is_flagged():
     ({"lrs": {"other": [0.1]}}, ValueError, r"lrs: grid given for unknown problem\(s\) \['other'\]"),
     ({"jobs": 0}, ValueError, r"jobs=0: expected an integer >= 1"),
     ({"factor": 1.0}, ValueError, r"factor=1.0: expected a number > 1"),
+    ({"seeds": "3"}, TypeError, r"^seeds='3': expected a number of seeds"),
 ])
 def test_compare_argument_errors(kwargs, error, message):
     args = {"problems": [quad()], "optimizers": ["sgd"], "progress": False, "jobs": 1, **kwargs}
@@ -359,3 +418,19 @@ def test_an_optimizer_failing_at_every_rate_is_reported():
     assert "failed at every lr" in res.table()
     assert res.row("steep", "adam")["lr"] is not None
     assert len(res.claims()) == 8  # the claims still evaluate
+
+
+def test_a_report_that_fails_midway_leaves_the_earlier_one_as_it_was(small, tmp_path, monkeypatch):
+    """Everything is drawn and written in a staging directory and moved into place at the end, so a
+    failure (here in report.md) leaves the earlier report's files byte for byte, and no staging files."""
+    from adamkit import _report
+
+    small.report(tmp_path, jobs=1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def broken(blocks):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(_report, "_md", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        small.report(tmp_path, jobs=1)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

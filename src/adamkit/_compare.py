@@ -622,7 +622,12 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
         class _Bar(tqdm):
             monitor_interval = 0  # no monitor thread: the worker processes are forked
 
-        runner = _Runner(probs, all_methods, min(jobs, max(1, len(tuning_jobs))))
+        jobs = min(jobs, max(1, len(tuning_jobs)))  # no more processes than runs to share
+        if jobs > default_jobs():
+            warnings.warn(f"compare: jobs={jobs} processes on {default_jobs()} usable core(s); the runs are "
+                          f"CPU-bound, so more processes than cores only slow them down", RuntimeWarning,
+                          stacklevel=2)
+        runner = _Runner(probs, all_methods, jobs)
         failed = True
         bar = None
         try:
@@ -670,6 +675,12 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
     for m, p in zip(meta, probs):
         m["initial_loss"] = _initial_losses(p, seed_list)
     res = Results(settings, meta, {m.label: m.to_dict() for m in all_methods}, tuning, final)
+    unrepro = [f"{r['problem']}/{r['method']}" for r in res.summary() if r.get("reproduced") is False]
+    if unrepro:
+        msg = (f"for {', '.join(unrepro)}, rerunning a tuning seed did not reproduce its tuning run: the problem "
+               f"draws randomness other than from the rng it is given, so these results are not reproducible")
+        settings["notes"].append(msg)
+        warnings.warn("compare: " + msg, RuntimeWarning, stacklevel=2)
     bad = [r for r in res.tuning + res.final if r["status"] == "error"]
     if bad:
         warnings.warn(f"compare: {len(bad)} run(s) raised an error (not a divergence), e.g. "
@@ -738,7 +749,9 @@ def _problem_meta(p: Problem, grid: Sequence[float], methods: list[str]) -> dict
     return {"name": p.name, "description": p.description, "steps": p.steps, "target": p.target,
             "floor": p.floor, "stochastic": p.stochastic, "online": p.online, "schedule": sched,
             "lrs": list(grid), "methods": methods, "variants": [v.label for v in p.variants],
-            "trace": p.trace, "has_full_loss": p.full_loss is not None, "info": _jsonable(p.info)}
+            "trace": p.trace, "has_full_loss": p.full_loss is not None, "info": _jsonable(p.info),
+            # the claims' experiments are defined on adamkit's own problems, not on a user's of the same name
+            "builtin": getattr(p.loss_and_grad, "__module__", None) == "adamkit._problems"}
 
 
 def _loss_key(x: Any) -> float:
@@ -865,12 +878,12 @@ class Results:
         raise KeyError(f"problem {name!r} is not in these results; they hold {[p['name'] for p in self.problems]}")
 
     def has(self, problem: str, *methods: str) -> bool:
-        """True when ``problem`` was run with every one of ``methods``."""
+        """True when the built-in ``problem`` was run with every one of ``methods``."""
         try:
-            run = self.problem(problem)["methods"]
+            p = self.problem(problem)
         except KeyError:
             return False
-        return all(m in run for m in methods)
+        return p.get("builtin", True) and all(m in p["methods"] for m in methods)
 
     def runs(self, problem: str, method: str, final: bool = False) -> list[dict]:
         src = self.final if final else self.tuning

@@ -171,9 +171,12 @@ def _excess(v: float | None, floor: float | None) -> float:
 
 def _missing(res: Any, problem: str, methods: Sequence[str]) -> str | None:
     try:
-        ran = res.problem(problem)["methods"]
+        p = res.problem(problem)
     except KeyError:
         return f"problem {problem!r} was not run"
+    if not p.get("builtin", True):
+        return f"the problem named {problem!r} is not adamkit's built-in one, on which this claim is tested"
+    ran = p["methods"]
     lack = [m for m in methods if m not in ran]
     if lack:
         return f"optimizer(s) {lack} were not run on {problem!r}"

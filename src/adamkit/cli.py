@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import sys
 import time
 import warnings
@@ -130,6 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "results.json written by 'adamkit compare'.")
     r.add_argument("results", metavar="RESULTS.json", help="a results.json written by adamkit compare")
     r.add_argument("--out", default=None, metavar="DIR", help="report directory (default: the results file's directory)")
+    r.set_defaults(subparser=r)
     sub.add_parser("bench", help="time one optimizer step against the memory-traffic limit and torch.optim",
                    add_help=False, description="See 'adamkit bench --help'.")
     return parser
@@ -159,6 +161,20 @@ def _print_claims(res) -> None:
     for c in res.claims():
         print(f"  {c.number}. {c.claim}: {c.verdict.upper()}")
         print(f"     {c.summary}")
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why the report directory ``out`` cannot be written, or None; checked before any work starts, by
+    creating it (as the report would) and a scratch file in it."""
+    if out.exists() and not out.is_dir():
+        return f"{str(out)!r} exists and is not a directory"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        return f"{str(out)!r} cannot be written ({exc.strerror or exc})"
+    return None
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -193,9 +209,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             sub.error(f"argument --optimizers: {', '.join(dup)} given twice")
     if args.tune_seeds is not None and args.tune_seeds > args.seeds:
         sub.error(f"argument --tune-seeds: {args.tune_seeds} is more than --seeds {args.seeds}")
+    if names == []:
+        sub.error("argument --problems: expected at least one problem name")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        sub.error(f"argument --out: {str(out)!r} exists and is not a directory")
+    why = _unwritable(out)
+    if why:
+        sub.error(f"argument --out: {why}")
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -216,8 +235,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ._compare import load_results
 
-    res = load_results(args.results)
     out = Path(args.out) if args.out else Path(args.results).resolve().parent
+    why = _unwritable(out)
+    if why:
+        args.subparser.error(f"argument --out: {why}")
+    res = load_results(args.results)
     html = res.report(out)
     _print_claims(res)
     print(f"Report: {html}")
