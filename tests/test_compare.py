@@ -293,6 +293,10 @@ def test_results_json_round_trip(small, tmp_path):
         ak.load_results(tmp_path / "x.json")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ak.load_results(tmp_path / "missing.json")
+    del data["settings"]["factor"]
+    (tmp_path / "y.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"is incomplete or inconsistent \(KeyError: 'factor'\)"):
+        ak.load_results(tmp_path / "y.json")
 
 
 def test_same_results_in_one_or_two_processes():

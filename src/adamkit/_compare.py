@@ -1020,7 +1020,15 @@ class Results:
         fmt = data["settings"].get("format")
         if fmt != RESULTS_FORMAT:
             raise ValueError(f"results file {str(path)!r} has format {fmt!r}; this adamkit reads format {RESULTS_FORMAT}")
-        return cls(data["settings"], data["problems"], data["methods"], data["tuning"], data["final"])
+        res = cls(data["settings"], data["problems"], data["methods"], data["tuning"], data["final"])
+        try:  # what a report reads, checked before one is drawn
+            res.summary()
+            res.claims()
+            res.table()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"results file {str(path)!r} is incomplete or inconsistent "
+                             f"({type(exc).__name__}: {exc})") from None
+        return res
 
 
 def load_results(path: str | Path) -> Results:
