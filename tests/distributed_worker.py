@@ -332,11 +332,87 @@ def scenario_errors(comm, out: Path):
         d = DistributedOptimizer(ak.Adam(p), comm)
         d.step({k: np.ones_like(v) for k, v in p.items()}, weight=0)
 
+    def sum_overflows():  # every rank's float32 gradient is finite; their sum is not
+        p = {"w": np.zeros(4, np.float32)}
+        d = DistributedOptimizer(ak.Adam(p), comm, shard_state=True)
+        d.step({"w": np.full(4, 2e38, np.float32)})
+
+    def stepped_elsewhere():  # rank `last` has stepped before wrapping, rank 0 has not
+        p = initial_params(0)
+        opt = ak.Adam(p)
+        if r == last:
+            opt.step({k: np.ones_like(v) for k, v in p.items()})
+        DistributedOptimizer(opt, comm)
+
+    def schedules_differ():  # two lambdas of one name and place, with different rates
+        rate = 0.1 if r == last else 0.01
+        DistributedOptimizer(ak.Adam(initial_params(0), lr=lambda t: rate), comm)
+
+    def eps_too_small_for_one_shard():  # float32 only in the last elements: one rank's shard holds it
+        groups = [{"params": {"a": np.ones(8), "b": np.ones(1, np.float32)}}]
+        d = DistributedOptimizer(ak.Adam(groups), comm, shard_state=True)
+        d.param_groups[0]["eps"] = 1e-50
+        d.step([{"a": np.ones(8), "b": np.ones(1, np.float32)}])
+
+    def loss_on_some_ranks():
+        p = initial_params(0)
+        d = DistributedOptimizer(ak.Adam(p), comm)
+        d.step({k: np.ones_like(v) for k, v in p.items()}, loss=5.0 if r == 0 else None)
+
+    def template_after_sharding():
+        p = initial_params(0)
+        opt = ak.Adam(p)
+        DistributedOptimizer(opt, comm, shard_state=True)
+        opt.state_dict()
+
     for label, fn in [("shape", mismatched_shape), ("lr", mismatched_lr), ("names", mismatched_names),
                       ("dtype", mismatched_dtype), ("class", mismatched_class), ("shard", mismatched_shard),
-                      ("nonfinite", nonfinite_sharded), ("skip", nonfinite_skip), ("weight", zero_total_weight)]:
+                      ("nonfinite", nonfinite_sharded), ("skip", nonfinite_skip), ("weight", zero_total_weight),
+                      ("overflow", sum_overflows), ("history", stepped_elsewhere), ("schedule", schedules_differ),
+                      ("eps", eps_too_small_for_one_shard), ("loss", loss_on_some_ranks),
+                      ("template", template_after_sharding)]:
         attempt(label, fn)
     (out / f"errors_rank{r}.json").write_text(json.dumps(report))
+
+
+def scenario_interrupt(comm, out: Path, where: str):
+    """Rank 1 is interrupted (KeyboardInterrupt) during step 3 of a fit (``where="grad"``: inside its
+    loss_and_grad; ``"signal"``: a SIGINT to itself there, deferred by fit): every rank must stop before
+    the same step, write the checkpoint and return "interrupted", not hang."""
+    import os
+    import signal
+    r = comm.Get_rank()
+    X, y = data()
+    params = initial_params(0)
+    calls = [0]
+
+    def lg(p, batch):
+        calls[0] += 1
+        if r == 1 and calls[0] == 3:
+            if where == "grad":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss_and_grad(p, batch[0], batch[1])
+
+    ckpt = out / "interrupt.npz"
+    hist = ak.fit(lg, ak.Adam(params, lr=0.05), (X, y), batch_size=8, epochs=2, seed=0, checkpoint=ckpt,
+                  comm=comm)
+    (out / f"interrupt_rank{r}.json").write_text(json.dumps(
+        {"stop_reason": hist.stop_reason, "steps": hist.steps, "exists": ckpt.exists(),
+         "w": params["W"].ravel().tolist()}))
+
+
+def scenario_validation(comm, out: Path):
+    """Every rank evaluates its own validation data (here: different rows): early stopping follows rank
+    0's metric on every rank, so all stop after the same epoch."""
+    r = comm.Get_rank()
+    X, y = data()
+    params = initial_params(0)
+    Xv, yv = X[r * 8:(r + 1) * 8], y[r * 8:(r + 1) * 8] + 5.0 * r
+    hist = ak.fit(lambda p, b: loss_and_grad(p, b[0], b[1]), ak.Adam(params, lr=0.3), (X, y), batch_size=8,
+                  epochs=30, seed=0, validation_data=(Xv, yv), patience=2, comm=comm)
+    (out / f"validation_rank{r}.json").write_text(json.dumps(
+        {"stop_reason": hist.stop_reason, "epochs": hist.epochs, "val": hist.val_metric}))
 
 
 def scenario_abort(comm, out: Path, how: str):
@@ -366,6 +442,10 @@ def main(argv):
         scenario_fit(comm, out, argv[3])
     elif scenario == "errors":
         scenario_errors(comm, out)
+    elif scenario == "validation":
+        scenario_validation(comm, out)
+    elif scenario == "interrupt":
+        scenario_interrupt(comm, out, argv[3])
     elif scenario == "abort":
         scenario_abort(comm, out, argv[3])
     else:

@@ -321,7 +321,8 @@ def test_data_parallel_equals_one_process_on_the_global_batch(nranks, tmp_path, 
                 expected = [sum(split_evenly(n, nranks)[0][r] * dt.itemsize * slots for dt, n in sizes.items())
                             for r in range(nranks)]
                 assert nbytes == expected and sum(nbytes) == full_state
-                assert info[key]["collectives_per_step"] == 2 * ndtypes  # reduce-scatter, all-gather
+                # reduce-scatter and all-gather, and the check of the reduced sum (nonfinite="raise")
+                assert info[key]["collectives_per_step"] == 2 * ndtypes + 1
         for k in want:  # sharded equals unsharded
             np.testing.assert_allclose(res[f"{name}/sharded/{k}"], res[f"{name}/replicated/{k}"],
                                        rtol=tol(name), atol=tol(name))
@@ -405,6 +406,15 @@ def test_errors_are_raised_on_every_rank_without_hanging(tmp_path, single_rank):
         "nonfinite": "FloatingPointError: non-finite gradient on 1 of 3 ranks at step 1",
         "skip": "skipped_steps=1 step_count=0 unchanged=True",
         "weight": "ValueError: weight: the weights of all 3 ranks sum to 0.0",
+        "overflow": "FloatingPointError: non-finite gradient on 3 of 3 ranks at step 1",
+        "history": "ValueError: DistributedOptimizer: the optimizer of rank(s) [2] has taken steps and rank 0's "
+                   "has not",
+        "schedule": "ValueError: DistributedOptimizer: the ranks' optimizers disagree: hyperparameter 'lr' of "
+                    "group 0 is",
+        "eps": "ValueError: eps=1e-50: out of range for the float32 parameters",
+        "loss": "ValueError: loss: given on 1 of 3 ranks; expected on every rank or on none",
+        "template": "RuntimeError: state_dict: this optimizer's state is held by a DistributedOptimizer with "
+                    "shard_state=True",
     }
     for r, rep in enumerate(reports):
         for label, start in expected.items():
@@ -436,3 +446,30 @@ def test_sharded_load_checks_each_group_in_its_own_dtypes(tmp_path):
     e = make()
     e.load(tmp_path / "d.npz")
     assert e.step_count == 1 and e.param_groups[1]["eps"] == 1e-50
+
+
+@pytest.mark.parametrize("where", ["grad", "signal"])
+def test_an_interrupted_fit_stops_every_rank_at_the_same_step(where, tmp_path, single_rank):
+    """One rank's Ctrl-C (raised in its loss_and_grad, or a SIGINT that fit defers) rides the step's
+    collective: every rank stops before the same step, the checkpoint is written, nothing hangs."""
+    run_mpi(2, "interrupt", str(tmp_path), where)
+    reports = [json.loads((tmp_path / f"interrupt_rank{r}.json").read_text()) for r in range(2)]
+    assert reports[0]["stop_reason"] == reports[1]["stop_reason"] == "interrupted"
+    # raised in loss_and_grad: step 3 is not taken; a signal is deferred: step 3 completes, then all stop
+    assert reports[0]["steps"] == reports[1]["steps"] == (2 if where == "grad" else 3) and reports[0]["exists"]
+    assert reports[0]["w"] == reports[1]["w"]
+
+
+def test_fit_with_validation_data_of_its_own_on_each_rank_stops_every_rank_alike(tmp_path, single_rank):
+    run_mpi(2, "validation", str(tmp_path))
+    a, b = (json.loads((tmp_path / f"validation_rank{r}.json").read_text()) for r in range(2))
+    assert a == b and a["epochs"] < 30 and a["stop_reason"] == "early_stopping"
+
+
+def test_local_part_of_a_tuple_is_the_tuple_of_the_shares():
+    d, _ = _dist()
+    X, y = np.arange(10.0).reshape(5, 2), np.arange(5.0)
+    part = d.local_part((X, y))
+    assert isinstance(part, tuple) and np.array_equal(part[0], X[:len(part[1])]) and len(part[0]) == len(part[1])
+    with pytest.raises(ValueError, match=r"^batch: a tuple of arrays of lengths \[5, 4\]; expected one length"):
+        d.local_part((X, y[:4]))

@@ -99,6 +99,7 @@ class _SigintGuard:
         self.depth = 0
         self.pending = False
         self.previous: Any = None
+        self.defer_only = False  # data-parallel: never raise; the ranks agree on stopping at a step
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread() \
@@ -111,7 +112,7 @@ class _SigintGuard:
             self.previous = None
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.depth:
+        if self.depth or self.defer_only:
             self.pending = True
         else:
             raise KeyboardInterrupt
@@ -121,7 +122,7 @@ class _SigintGuard:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.depth -= 1
-        if self.pending and not self.depth and exc_type is None:
+        if self.pending and not self.depth and exc_type is None and not self.defer_only:
             self.pending = False
             raise KeyboardInterrupt
 
@@ -308,7 +309,10 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
     config = {"n": n, "batch_size": batch_size, "seed": seed, "shuffle": shuffle, "drop_last": drop_last,
               "accumulate": accumulate, "clip_norm": clip_norm, "reset_state_each_epoch": reset_state_each_epoch}
     if dist is not None:
-        dist.assert_same("fit settings", {**config, "epochs": epochs, "resume": resume})
+        dist.assert_same("fit settings", {**config, "epochs": epochs, "resume": resume, "patience": patience,
+                                          "min_delta": min_delta, "checkpoint_every": checkpoint_every,
+                                          "validation": validation_data is not None, "metric": metric is not None,
+                                          "callback": callback is not None})
     entropy = seed if dist is None or seed is not None else dist.comm.bcast(np.random.SeedSequence().entropy)
     rng = np.random.default_rng(entropy)  # with comm: the same batches on every rank
     run = _Run(rng_state=rng.bit_generator.state)
@@ -338,6 +342,7 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
     bar = tqdm(total=epochs * nb, initial=min(run.epoch * nb + run.batch, epochs * nb), disable=not show,
                unit="batch", dynamic_ncols=True, leave=True)
     guard.install()
+    guard.defer_only = dist is not None
     try:
         if run.stopped_early:
             history.stop_reason = "early_stopping"
@@ -354,10 +359,17 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
             while run.batch < len(batches):
                 group = batches[run.batch:run.batch + accumulate]
                 if dist is not None:  # this rank's rows of each mini-batch, then averaged over the ranks
+                    stop = guard.pending  # Ctrl-C: every rank stops before the same step (the flag rides along)
                     local = [i for i in map(dist.local_part, group) if len(i)]
-                    loss, grads, rows = (_accumulated(loss_and_grad, params, arrays, single, local) if local
-                                         else (0.0, None, 0))
-                    grads = dist.reduce(grads, weight=rows, loss=loss)  # optimizer.step(grads) applies it
+                    loss, grads, rows = 0.0, None, 0
+                    if local and not stop:
+                        try:
+                            loss, grads, rows = _accumulated(loss_and_grad, params, arrays, single, local)
+                        except KeyboardInterrupt:
+                            stop, loss, grads, rows = True, 0.0, None, 0
+                    grads = dist.reduce(grads, weight=rows, loss=loss, stop=stop)  # optimizer.step applies it
+                    if grads.stop_ranks:
+                        raise KeyboardInterrupt
                     loss, rows = grads.loss, int(grads.weight)
                     norm = grads.clip(clip_norm) if clip_norm is not None else grads.norm()
                 else:
@@ -401,6 +413,8 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
                 vbatch = val_arrays[0] if val_single else tuple(val_arrays)
                 val = (as_scalar(metric(params, vbatch), "metric") if metric is not None
                        else _call(loss_and_grad, params, vbatch)[0])
+            if dist is not None and val is not None:
+                val = dist.comm.bcast(val, root=0)  # one decision for every rank: rank 0's metric
             monitored = val if val is not None else epoch_loss
             with guard:
                 history.epoch_loss.append(epoch_loss)
@@ -421,9 +435,18 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
             if show:
                 bar.set_postfix(loss=f"{epoch_loss:.4g}", **({"val": f"{val:.4g}"} if val is not None else {}))
             if callback is not None:
+                stop_here = False
                 try:
                     callback(history)
                 except StopIteration:
+                    stop_here = True
+                except KeyboardInterrupt:
+                    if dist is None:
+                        raise
+                    guard.pending = True  # stops every rank at the next step
+                if dist is not None:  # any rank's callback stops every rank
+                    stop_here = bool(dist.comm.allreduce(int(stop_here), op=dist._MPI.MAX))  # noqa: SLF001
+                if stop_here:
                     history.stop_reason = "callback"
         if not history.stop_reason:
             history.stop_reason = "epochs"

@@ -246,6 +246,14 @@ class Optimizer:
     #: Per-group scalars kept besides ``step`` (see ``constants``' ``next_scalars``), each with the
     #: check ``load_state_dict`` applies to it: ``check(name, value) -> value``; None: loaded unchecked.
     group_scalars: ClassVar[dict[str, Callable[[str, Any], Any]] | None] = None
+    #: Set when another object holds this optimizer's state (a sharded DistributedOptimizer): then
+    #: ``step``, ``state_dict``, ``load_state_dict``, ``save``, ``load`` and ``reset_state`` refuse.
+    _moved_to: str | None = None
+
+    def _refuse_if_moved(self, what: str) -> None:
+        if self._moved_to is not None:
+            raise RuntimeError(f"{what}: this optimizer's state is held by {self._moved_to}; call {what} on that "
+                               f"object instead")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -370,6 +378,8 @@ class Optimizer:
         Everything is checked (structure, shapes, kinds, hyperparameters and, unless
         ``nonfinite="ignore"``, finiteness) before anything is written.
         """
+        if self._moved_to is not None:
+            self._refuse_if_moved("step")
         groups = self._groups
         if self._grouped:
             if not isinstance(grads, (list, tuple)) or len(grads) != len(groups):
@@ -471,6 +481,7 @@ class Optimizer:
 
         ``step_count`` (which drives learning-rate schedules) keeps counting.
         """
+        self._refuse_if_moved("reset_state")
         hps = [self._hyperparameters(g) for g in self._groups]  # all checked before any state is reset
         for g, hp in zip(self._groups, hps):
             self._init_state(g, hp)
@@ -484,6 +495,7 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """A snapshot of the state as plain data (dicts, lists, ndarrays, numbers), keyed by leaf name."""
+        self._refuse_if_moved("state_dict")
         groups = []
         for gspec in self.param_groups:
             d = {k: _plain_hyperparameter(gspec[k]) for k in self.defaults}
@@ -500,6 +512,7 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a ``state_dict`` after checking it fits this optimizer; on error nothing changes."""
+        self._refuse_if_moved("load_state_dict")
         sd = state_dict
         if not isinstance(sd, dict) or "optimizer" not in sd:
             raise ValueError("state_dict: expected a dict made by Optimizer.state_dict()")

@@ -65,7 +65,8 @@ from ._optimizer import Optimizer, _coerce_grad, state_dict_from_files, state_di
 
 __all__ = ["DistributedOptimizer", "ReducedGradients", "as_distributed", "install_excepthook", "abort_on_exception", "split_evenly", "mpi"]
 
-_EXTRA = 3  # trailing slots of each segment of the carrier buffer: weight, non-finite flag, weight * loss
+_EXTRA = 5  # trailing slots of each segment of the carrier buffer: weight, non-finite flag, weight * loss,
+# 1 if this rank gave a loss, 1 if this rank asks every rank to stop (an interrupted fit)
 _ROOT = 0
 
 
@@ -194,8 +195,15 @@ def _describe_hp(v: Any) -> Any:
             return ("schedule", repr(v.config()))
         except Exception:  # pragma: no cover - a schedule whose config fails
             pass
-    if callable(v):
-        return ("callable", getattr(v, "__module__", "?"), getattr(v, "__qualname__", type(v).__name__))
+    if callable(v):  # a user's schedule: by name and by its values at a few step counts
+        values = []
+        for count in (0, 1, 2, 5, 10, 100, 1000, 10_000):
+            try:
+                values.append(repr(v(count)))
+            except Exception as exc:  # noqa: BLE001 - the same failure on every rank compares equal
+                values.append(type(exc).__name__)
+        return ("callable", getattr(v, "__module__", "?"), getattr(v, "__qualname__", type(v).__name__),
+                tuple(values))
     if isinstance(v, (tuple, list)):
         return tuple(_describe_hp(x) for x in v)
     if isinstance(v, (bool, np.bool_)):
@@ -272,12 +280,14 @@ class ReducedGradients:
     rank. Pass the object to :meth:`DistributedOptimizer.step` to apply the update.
     """
 
-    __slots__ = ("_owner", "_generation", "loss", "weight", "nonfinite_ranks", "_culprit", "_norm_value")
+    __slots__ = ("_owner", "_generation", "loss", "weight", "nonfinite_ranks", "stop_ranks", "_culprit",
+                 "_norm_value")
 
     def __init__(self, owner: "DistributedOptimizer", generation: int, loss: float | None, weight: float,
-                 nonfinite_ranks: int, culprit: str | None):
+                 nonfinite_ranks: int, culprit: str | None, stop_ranks: int = 0):
         self._owner, self._generation = owner, generation
         self.loss, self.weight, self.nonfinite_ranks = loss, weight, nonfinite_ranks
+        self.stop_ranks = stop_ranks
         self._culprit = culprit
         self._norm_value: float | None = None
 
@@ -403,12 +413,18 @@ class DistributedOptimizer:
         else:
             self._avg = self._averaged_views()
 
-        # 4. ... and from rank 0's optimizer state if it has stepped
+        # 4. ... and from rank 0's optimizer state if it has stepped (another rank's is not taken)
         root_history = sigs[_ROOT]["history"]
+        stepped = [r for r, sg in enumerate(sigs) if sg["history"]]
+        if stepped and not root_history:
+            raise ValueError(f"DistributedOptimizer: the optimizer of rank(s) {stepped} has taken steps and rank "
+                             f"0's has not; the ranks start from rank 0's parameters and state, so wrap the "
+                             f"optimizers before their first step (or step rank 0's too)")
         if root_history:
             self.load_state_dict(optimizer.state_dict() if self.rank == _ROOT else None)
         if self.shard_state:
             _release_state(optimizer)
+            optimizer._moved_to = "a DistributedOptimizer with shard_state=True"  # its state lives in the shards
 
     # ---- construction helpers -------------------------------------------------------------------------
 
@@ -530,13 +546,21 @@ class DistributedOptimizer:
 
     @property
     def collectives_per_step(self) -> int:
-        """One per dtype unsharded; two per dtype (reduce-scatter, all-gather) sharded."""
-        return len(self._flats) * (2 if self.shard_state else 1)
+        """One per dtype unsharded; two per dtype (reduce-scatter, all-gather) sharded, plus one scalar
+        allreduce when sharded and checking non-finite values (the reduced sum may overflow)."""
+        check = self.shard_state and self._nonfinite != "ignore"
+        return len(self._flats) * (2 if self.shard_state else 1) + (1 if check else 0)
 
     def local_part(self, batch: Any) -> Any:
         """This rank's contiguous share of a global mini-batch (its first dimension), cut as
         :func:`split_evenly` cuts it: rank ``r`` of ``P`` gets rows ``displs[r]:displs[r] + counts[r]``.
-        Give ``weight=len(local_part)`` to :meth:`step` so the step is the global batch's mean."""
+        Give ``weight=len(local_part)`` to :meth:`step` so the step is the global batch's mean. A tuple
+        of arrays of one length (``(X, y)``) gives the tuple of their shares."""
+        if isinstance(batch, tuple):
+            lengths = [len(b) for b in batch]
+            if len(set(lengths)) != 1:
+                raise ValueError(f"batch: a tuple of arrays of lengths {lengths}; expected one length (the rows)")
+            return tuple(self.local_part(b) for b in batch)
         counts, displs = split_evenly(len(batch), self.size)
         return batch[displs[self.rank]:displs[self.rank] + counts[self.rank]]
 
@@ -576,20 +600,29 @@ class DistributedOptimizer:
             if red._owner is not self or red._generation != self._generation:
                 raise ValueError("step(reduced): these gradients are not the latest reduce() of this optimizer, "
                                  "or were already applied")
+            if red.stop_ranks:
+                raise ValueError(f"step(reduced): {red.stop_ranks} rank(s) asked to stop in this reduce(); "
+                                 f"such gradients are not applied")
         else:
             red = self.reduce(local_grads, weight, loss)
         self._generation += 1  # the buffers now belong to the next reduce()
         self._apply(red)
         return red.loss
 
-    def reduce(self, local_grads: Any, weight: Any = None, loss: Any = None) -> "ReducedGradients":
+    def reduce(self, local_grads: Any, weight: Any = None, loss: Any = None, *,
+               stop: bool = False) -> "ReducedGradients":
         """The collective half of :meth:`step`: average the gradients over the ranks, apply nothing.
 
         Returns a :class:`ReducedGradients` (mean loss, total weight, global norm, clipping) to pass to
-        :meth:`step`. Valid until the next ``reduce`` or ``step``.
+        :meth:`step`. Valid until the next ``reduce`` or ``step``. ``stop=True`` on any rank (with weight 0
+        there) sets ``stop_ranks`` on every rank: how ``adamkit.fit`` stops all ranks after the same step
+        when one is interrupted; such reduced gradients are not applied.
         """
         w = _check_weight(weight)
         loss_value = _check_loss(loss)
+        if self.shard_state:  # the same hyperparameter errors on every rank, before any collective
+            for g in self.optimizer._groups:  # noqa: SLF001 - the template has every dtype of every group
+                self.optimizer._hyperparameters(g)  # noqa: SLF001
         grads = self._local_leaves(local_grads) if w > 0 else None
         MPI, comm = self._MPI, self.comm
         check = self.shard_state and self._nonfinite != "ignore"
@@ -620,14 +653,15 @@ class DistributedOptimizer:
         cbuf = self._gbuf[c.dtype]
         for seg in range(len(c.counts)):
             e = c.extra_positions(seg)
-            cbuf[e:e + _EXTRA] = (w, bad, w * loss_value if loss_value is not None and w > 0 else 0.0)
+            cbuf[e:e + _EXTRA] = (w, bad, w * loss_value if loss_value is not None and w > 0 else 0.0,
+                                  1.0 if loss_value is not None else 0.0, 1.0 if stop else 0.0)
 
         self._generation += 1
         if not self.shard_state:
             for f in self._flats:
                 comm.Allreduce(MPI.IN_PLACE, [self._gbuf[f.dtype], self._mpitype[f.dtype]], op=MPI.SUM)
             e = c.extra_positions(0)
-            total_w, total_bad, total_loss = (float(x) for x in cbuf[e:e + _EXTRA])
+            total_w, total_bad, total_loss, n_loss, n_stop = (float(x) for x in cbuf[e:e + _EXTRA])
             data = [self._gbuf[f.dtype][:f.size] for f in self._flats]
         else:
             for f in self._flats:
@@ -635,14 +669,21 @@ class DistributedOptimizer:
                                     [self._rbuf[f.dtype], self._mpitype[f.dtype]],
                                     recvcounts=f.seg_counts, op=MPI.SUM)
             n = c.counts[self.rank]
-            total_w, total_bad, total_loss = (float(x) for x in self._rbuf[c.dtype][n:n + _EXTRA])
+            total_w, total_bad, total_loss, n_loss, n_stop = (float(x) for x in self._rbuf[c.dtype][n:n + _EXTRA])
             data = [self._rbuf[f.dtype][:f.counts[self.rank]] for f in self._flats]
+        if n_stop:
+            return ReducedGradients(self, self._generation, None, total_w, 0, None, stop_ranks=int(n_stop))
+        if 0 < n_loss < self.size:
+            raise ValueError(f"loss: given on {int(n_loss)} of {self.size} ranks; expected on every rank or on none")
         if not total_w > 0:
             raise ValueError(f"weight: the weights of all {self.size} ranks sum to {total_w}; expected a positive "
                              f"total (a weight of 0 is allowed on some ranks, not on all)")
         if total_w != 1.0:
             for x in data:
                 np.divide(x, total_w, out=x)
+        if check and not total_bad:  # finite on every rank, but the sum may have overflowed
+            here = 1.0 if any(_nonfinite_in(x) for x in data) else 0.0
+            total_bad = float(self.comm.allreduce(here, op=MPI.SUM))
         culprit = None
         if total_bad and grads is not None:
             culprit = next((self.names[k] for k, g in enumerate(grads) if _nonfinite_in(np.asarray(g))), None)
