@@ -359,6 +359,18 @@ def scenario_errors(comm, out: Path):
         d = DistributedOptimizer(ak.Adam(p), comm)
         d.step({k: np.ones_like(v) for k, v in p.items()}, loss=5.0 if r == 0 else None)
 
+    def rewrap_after_sharding():
+        p = initial_params(0)
+        opt = ak.Adam(p)
+        DistributedOptimizer(opt, comm, shard_state=True)
+        DistributedOptimizer(opt, comm)
+
+    def schedule_fails_later():  # one element, so some ranks own no part of the state
+        p = {"w": np.zeros(1)}
+        d = DistributedOptimizer(ak.Adam(p, lr=lambda t: 0.1 if t < 2 else float("nan")), comm, shard_state=True)
+        for _ in range(3):
+            d.step({"w": np.ones(1)})
+
     def template_after_sharding():
         p = initial_params(0)
         opt = ak.Adam(p)
@@ -370,7 +382,8 @@ def scenario_errors(comm, out: Path):
                       ("nonfinite", nonfinite_sharded), ("skip", nonfinite_skip), ("weight", zero_total_weight),
                       ("overflow", sum_overflows), ("history", stepped_elsewhere), ("schedule", schedules_differ),
                       ("eps", eps_too_small_for_one_shard), ("loss", loss_on_some_ranks),
-                      ("template", template_after_sharding)]:
+                      ("template", template_after_sharding), ("rewrap", rewrap_after_sharding),
+                      ("schedule_nan", schedule_fails_later)]:
         attempt(label, fn)
     (out / f"errors_rank{r}.json").write_text(json.dumps(report))
 
@@ -409,8 +422,10 @@ def scenario_validation(comm, out: Path):
     X, y = data()
     params = initial_params(0)
     Xv, yv = X[r * 8:(r + 1) * 8], y[r * 8:(r + 1) * 8] + 5.0 * r
+    seen = []
     hist = ak.fit(lambda p, b: loss_and_grad(p, b[0], b[1]), ak.Adam(params, lr=0.3), (X, y), batch_size=8,
-                  epochs=30, seed=0, validation_data=(Xv, yv), patience=2, comm=comm)
+                  epochs=30, seed=0, validation_data=(Xv, yv), patience=2, comm=comm,
+                  callback=(lambda h: seen.append(h.epochs)) if r == 0 else None)  # a logger on rank 0 only
     (out / f"validation_rank{r}.json").write_text(json.dumps(
         {"stop_reason": hist.stop_reason, "epochs": hist.epochs, "val": hist.val_metric}))
 

@@ -622,7 +622,7 @@ def compare(problems: Any = None, optimizers: Sequence[Any] | None = None, lrs: 
         class _Bar(tqdm):
             monitor_interval = 0  # no monitor thread: the worker processes are forked
 
-        jobs = min(jobs, max(1, len(tuning_jobs)))  # no more processes than runs to share
+        jobs = min(jobs, max(1, len(tuning_jobs), n_final))  # no more processes than runs to share
         if jobs > default_jobs():
             warnings.warn(f"compare: jobs={jobs} processes on {default_jobs()} usable core(s); the runs are "
                           f"CPU-bound, so more processes than cores only slow them down", RuntimeWarning,

@@ -99,7 +99,8 @@ class _SigintGuard:
         self.depth = 0
         self.pending = False
         self.previous: Any = None
-        self.defer_only = False  # data-parallel: never raise; the ranks agree on stopping at a step
+        self.defer_only = False  # data-parallel: raise only where a rank can say so to the others ...
+        self.interruptible = False  # ... i.e. while it computes its gradients (see fit)
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread() \
@@ -112,7 +113,7 @@ class _SigintGuard:
             self.previous = None
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.depth or self.defer_only:
+        if self.depth or (self.defer_only and not self.interruptible):
             self.pending = True
         else:
             raise KeyboardInterrupt
@@ -310,9 +311,7 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
               "accumulate": accumulate, "clip_norm": clip_norm, "reset_state_each_epoch": reset_state_each_epoch}
     if dist is not None:
         dist.assert_same("fit settings", {**config, "epochs": epochs, "resume": resume, "patience": patience,
-                                          "min_delta": min_delta, "checkpoint_every": checkpoint_every,
-                                          "validation": validation_data is not None, "metric": metric is not None,
-                                          "callback": callback is not None})
+                                          "min_delta": min_delta, "checkpoint_every": checkpoint_every})
     entropy = seed if dist is None or seed is not None else dist.comm.bcast(np.random.SeedSequence().entropy)
     rng = np.random.default_rng(entropy)  # with comm: the same batches on every rank
     run = _Run(rng_state=rng.bit_generator.state)
@@ -364,9 +363,12 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
                     loss, grads, rows = 0.0, None, 0
                     if local and not stop:
                         try:
+                            guard.interruptible = True  # a Ctrl-C here is this rank's stop request
                             loss, grads, rows = _accumulated(loss_and_grad, params, arrays, single, local)
                         except KeyboardInterrupt:
                             stop, loss, grads, rows = True, 0.0, None, 0
+                        finally:
+                            guard.interruptible = False
                     grads = dist.reduce(grads, weight=rows, loss=loss, stop=stop)  # optimizer.step applies it
                     if grads.stop_ranks:
                         raise KeyboardInterrupt
@@ -409,11 +411,11 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
             # ---- end of epoch ----
             epoch_loss = run.epoch_loss_sum / run.epoch_samples if run.epoch_samples else math.nan
             val = None
-            if val_arrays is not None:
+            if val_arrays is not None and (dist is None or dist.rank == 0):  # with comm: rank 0's decides
                 vbatch = val_arrays[0] if val_single else tuple(val_arrays)
                 val = (as_scalar(metric(params, vbatch), "metric") if metric is not None
                        else _call(loss_and_grad, params, vbatch)[0])
-            if dist is not None and val is not None:
+            if dist is not None:
                 val = dist.comm.bcast(val, root=0)  # one decision for every rank: rank 0's metric
             monitored = val if val is not None else epoch_loss
             with guard:
@@ -434,8 +436,8 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
                 save()
             if show:
                 bar.set_postfix(loss=f"{epoch_loss:.4g}", **({"val": f"{val:.4g}"} if val is not None else {}))
+            stop_here = False
             if callback is not None:
-                stop_here = False
                 try:
                     callback(history)
                 except StopIteration:
@@ -444,10 +446,12 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
                     if dist is None:
                         raise
                     guard.pending = True  # stops every rank at the next step
-                if dist is not None:  # any rank's callback stops every rank
-                    stop_here = bool(dist.comm.allreduce(int(stop_here), op=dist._MPI.MAX))  # noqa: SLF001
-                if stop_here:
-                    history.stop_reason = "callback"
+            if dist is not None:  # any rank's callback (a rank may have none) stops every rank
+                stop_here = bool(dist.comm.allreduce(int(stop_here), op=dist._MPI.MAX))  # noqa: SLF001
+            if stop_here:
+                history.stop_reason = "callback"
+        if dist is not None and dist.comm.allreduce(int(guard.pending), op=dist._MPI.MAX):  # noqa: SLF001
+            raise KeyboardInterrupt  # a Ctrl-C after the last step's collective: every rank stops alike
         if not history.stop_reason:
             history.stop_reason = "epochs"
     except KeyboardInterrupt:

@@ -168,12 +168,23 @@ def _unwritable(out: Path) -> str | None:
     creating it (as the report would) and a scratch file in it."""
     if out.exists() and not out.is_dir():
         return f"{str(out)!r} exists and is not a directory"
+    missing = []  # the directories this check creates, removed again: the report makes them at the end
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
         return f"{str(out)!r} cannot be written ({exc.strerror or exc})"
+    finally:
+        for d in missing:
+            try:
+                d.rmdir()
+            except OSError:
+                break
     return None
 
 
@@ -235,11 +246,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ._compare import load_results
 
+    res = load_results(args.results)
     out = Path(args.out) if args.out else Path(args.results).resolve().parent
     why = _unwritable(out)
     if why:
         args.subparser.error(f"argument --out: {why}")
-    res = load_results(args.results)
     html = res.report(out)
     _print_claims(res)
     print(f"Report: {html}")
