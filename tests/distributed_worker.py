@@ -426,8 +426,21 @@ def scenario_validation(comm, out: Path):
     hist = ak.fit(lambda p, b: loss_and_grad(p, b[0], b[1]), ak.Adam(params, lr=0.3), (X, y), batch_size=8,
                   epochs=30, seed=0, validation_data=(Xv, yv), patience=2, comm=comm,
                   callback=(lambda h: seen.append(h.epochs)) if r == 0 else None)  # a logger on rank 0 only
+    from adamkit.distributed import DistributedOptimizer
+    d = DistributedOptimizer(ak.SGD({"w": np.zeros(1)}), comm)
+    shares = [len(x) for x in d.local_part((list(range(6)), list(range(6, 12))))]  # lists: each split
+
+    def failing_metric(p, batch):
+        raise ValueError("metric failed")
+    try:
+        ak.fit(lambda p, b: loss_and_grad(p, b[0], b[1]), ak.Adam(initial_params(0), lr=0.3), (X, y),
+               batch_size=8, epochs=2, validation_data=(Xv, yv), metric=failing_metric, comm=comm)
+        caught = None
+    except ValueError as exc:  # caught on every rank: no rank may be left waiting
+        caught = str(exc)
     (out / f"validation_rank{r}.json").write_text(json.dumps(
-        {"stop_reason": hist.stop_reason, "epochs": hist.epochs, "val": hist.val_metric}))
+        {"stop_reason": hist.stop_reason, "epochs": hist.epochs, "val": hist.val_metric, "shares": shares,
+         "caught": caught}))
 
 
 def scenario_abort(comm, out: Path, how: str):

@@ -267,3 +267,16 @@ def test_bench_reads_kernel_reads_every_element_of_every_array(dtype):
         assert _bench._reads_threads(g, rw, _kernels.CHUNK) == 4 * bits, i
         for x in (g, *rw):
             x[i] = 0
+
+
+def test_the_out_check_creates_and_removes_nothing(tmp_path):
+    """--out is checked before the work by a scratch file in its nearest existing directory; a path
+    through '..' must not touch the directory it names."""
+    from adamkit.cli import _unwritable
+
+    (tmp_path / "results").mkdir()
+    assert _unwritable(tmp_path / "x" / ".." / "results") is None
+    assert _unwritable(tmp_path / "new" / "deeper") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    (tmp_path / "file").write_text("")
+    assert "is not a directory" in _unwritable(tmp_path / "file" / "sub")

@@ -15,6 +15,7 @@ interrupted step and ends with the same bits as an uninterrupted one.
 
 from __future__ import annotations
 
+import builtins
 import math
 import numbers
 import signal
@@ -411,12 +412,23 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
             # ---- end of epoch ----
             epoch_loss = run.epoch_loss_sum / run.epoch_samples if run.epoch_samples else math.nan
             val = None
-            if val_arrays is not None and (dist is None or dist.rank == 0):  # with comm: rank 0's decides
-                vbatch = val_arrays[0] if val_single else tuple(val_arrays)
-                val = (as_scalar(metric(params, vbatch), "metric") if metric is not None
-                       else _call(loss_and_grad, params, vbatch)[0])
-            if dist is not None:
-                val = dist.comm.bcast(val, root=0)  # one decision for every rank: rank 0's metric
+            if val_arrays is not None and dist is None:
+                val = _validate(loss_and_grad, metric, params, val_arrays, val_single)
+            elif dist is not None:  # rank 0 evaluates; every rank gets its value, or raises its error
+                failure = None
+                if val_arrays is not None and dist.rank == 0:
+                    try:
+                        val = _validate(loss_and_grad, metric, params, val_arrays, val_single)
+                    except Exception as exc:  # noqa: BLE001 - raised again below, on every rank
+                        failure = exc
+                val, kind, message = dist.comm.bcast(
+                    (val, None, None) if failure is None else (None, type(failure).__name__, str(failure)), root=0)
+                if failure is not None:
+                    raise failure
+                if kind is not None:
+                    cls = getattr(builtins, kind, None)
+                    cls = cls if isinstance(cls, type) and issubclass(cls, Exception) else RuntimeError
+                    raise cls(f"{message} (raised on rank 0 while evaluating validation_data)")
             monitored = val if val is not None else epoch_loss
             with guard:
                 history.epoch_loss.append(epoch_loss)
@@ -468,6 +480,14 @@ def fit(loss_and_grad: Callable, optimizer: Any, data: Any, *, batch_size: int, 
 
 # --------------------------------------------------------------------------------------------------
 # Helpers of the loop
+
+
+def _validate(loss_and_grad: Callable, metric: Callable | None, params: Any, arrays: list[np.ndarray],
+              single: bool) -> float:
+    """The validation value: ``metric(params, batch)``, or the loss of ``loss_and_grad``, on all the data."""
+    vbatch = arrays[0] if single else tuple(arrays)
+    return (as_scalar(metric(params, vbatch), "metric") if metric is not None
+            else _call(loss_and_grad, params, vbatch)[0])
 
 
 def _call(loss_and_grad: Callable, params: Any, batch: Any) -> tuple[float, Any]:

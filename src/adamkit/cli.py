@@ -165,26 +165,19 @@ def _print_claims(res) -> None:
 
 def _unwritable(out: Path) -> str | None:
     """Why the report directory ``out`` cannot be written, or None; checked before any work starts, by
-    creating it (as the report would) and a scratch file in it."""
+    creating a scratch file in its nearest existing directory."""
     if out.exists() and not out.is_dir():
         return f"{str(out)!r} exists and is not a directory"
-    missing = []  # the directories this check creates, removed again: the report makes them at the end
-    probe = out
+    probe = out.resolve()  # creates nothing: the nearest existing directory must take a new file
     while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
         probe = probe.parent
+    if not probe.is_dir():
+        return f"{str(out)!r} cannot be created: {str(probe)!r} is not a directory"
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        return f"{str(out)!r} cannot be written ({exc.strerror or exc})"
-    finally:
-        for d in missing:
-            try:
-                d.rmdir()
-            except OSError:
-                break
+        return f"{str(out)!r} cannot be written ({exc.strerror or exc} in {str(probe)!r})"
     return None
 
 

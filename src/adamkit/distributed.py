@@ -53,6 +53,7 @@ import math
 import numbers
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator
@@ -105,6 +106,9 @@ def _report_and_abort(comm: Any, exc_type: type, exc: BaseException, tb: Any) ->
         sys.stderr.write(f"[rank {rank}] adamkit.distributed: uncaught {exc_type.__name__} on rank {rank} "
                          f"of {size}; aborting the MPI job\n")
         sys.stderr.flush()
+        # the launcher forwards each rank's output asynchronously and stops forwarding when the job is
+        # aborted: give it a moment, or the message may be lost (seen under load with MPICH's hydra)
+        time.sleep(1.0)
     finally:
         comm.Abort(1)
         # MPI_Abort should not return, but MPICH's can return before the launcher kills this process
@@ -559,9 +563,10 @@ class DistributedOptimizer:
         """This rank's contiguous share of a global mini-batch (its first dimension), cut as
         :func:`split_evenly` cuts it: rank ``r`` of ``P`` gets rows ``displs[r]:displs[r] + counts[r]``.
         Give ``weight=len(local_part)`` to :meth:`step` so the step is the global batch's mean. A tuple
-        of arrays of one length (``(X, y)``) gives the tuple of their shares; any other sequence is cut
-        as one."""
-        if isinstance(batch, tuple) and batch and all(isinstance(b, np.ndarray) and b.ndim for b in batch):
+        of sequences of one length (``(X, y)``: arrays, lists, ...) gives the tuple of their shares; a
+        tuple of tuples, of numbers, or a list is cut as one sequence (pass a list of samples)."""
+        if isinstance(batch, tuple) and batch and all(
+                hasattr(b, "__len__") and not isinstance(b, (tuple, str, bytes)) for b in batch):
             lengths = [len(b) for b in batch]
             if len(set(lengths)) != 1:
                 raise ValueError(f"batch: a tuple of arrays of lengths {lengths}; expected one length (the rows)")
