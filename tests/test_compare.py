@@ -389,6 +389,20 @@ def test_a_broken_problem_stops_before_the_work():
         ak.compare([p], ["sgd"], progress=False, jobs=1)
 
 
+@pytest.mark.parametrize("kw, message", [
+    ({"init": lambda rng: 1.0}, r"problem 'bad': init\(rng\) is a float; expected float32 or float64 arrays"),
+    ({"init": lambda rng: {"w": np.ones(2, int)}}, r"problem 'bad': init\(rng\).w is an array of shape \(2,\) of "
+                                                   r"dtype int64; expected float32 or float64"),
+    ({"schedule": lambda lr: 0.1}, r"problem 'bad': schedule\(lr\) returned 0\.1; expected a callable"),
+])
+def test_a_problem_that_every_run_would_fail_stops_before_the_work(kw, message):
+    args = {"init": lambda rng: np.ones(2), **kw}
+    p = ak.Problem("bad", args["init"], lambda x, rng: (1.0, x), 5,
+                   schedule=args.get("schedule"))
+    with pytest.raises(ValueError, match=message):
+        ak.compare([p], ["sgd"], progress=False, jobs=1)
+
+
 def test_parse_method_forms():
     m = parse_method("adam(betas=(0.9, 0.9999), bias_correction=False)")
     assert (m.label, m.optimizer, m.options) == ("adam(betas=(0.9,0.9999),bias_correction=False)", "adam",

@@ -708,6 +708,17 @@ def _dry_check(p: Problem, methods: list[Method]) -> float:
     except Exception as exc:
         raise ValueError(f"problem {p.name!r}: init, loss_and_grad or full_loss failed on seed 0: "
                          f"{type(exc).__name__}: {exc}") from exc
+    leaves, names, _ = _tree.flatten(params, prefix="init(rng)")
+    for name, x in zip(names, leaves):  # the optimizers update these arrays in place
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+            raise ValueError(f"problem {p.name!r}: {name} is {_tree._describe(x)}"
+                             f"{f' of dtype {x.dtype}' if isinstance(x, np.ndarray) else ''}; expected float32 or "
+                             f"float64 arrays (the parameters are updated in place)")
+    if p.schedule is not None:
+        sched = p.schedule(1e-3)
+        if not callable(sched):
+            raise ValueError(f"problem {p.name!r}: schedule(lr) returned {sched!r}; expected a callable of the step "
+                             f"count")
     for m in methods:
         copy = _copy_tree(params)
         try:
