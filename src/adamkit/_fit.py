@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import _checkpoint, _tree
 from ._clip import clip_by_global_norm, global_norm
 from ._minimize import as_scalar
-from ._optimizer import _is_group_list, state_dict_from_files
+from ._optimizer import _is_count, _is_group_list, state_dict_from_files
 
 __all__ = ["fit", "History", "epoch_batches"]
 
@@ -156,12 +156,10 @@ class _Run:
         if not isinstance(d, dict) or set(d) != set(cls().__dict__):
             raise KeyError("run")
 
-        def count(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
         def real(v: Any) -> bool:  # a NaN loss or metric is recorded as it was
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+        count = _is_count
         checks = {"epoch": count, "batch": count, "step": count, "skipped": count, "epoch_samples": count,
                   "bad_epochs": count, "epoch_loss_sum": real, "epoch_start": real, "elapsed": real,
                   "best": lambda v: v is None or real(v), "best_epoch": lambda v: v is None or count(v),

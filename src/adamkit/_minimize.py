@@ -216,9 +216,7 @@ def _check_options(cls: type[Optimizer], options: Any, tol: Any, where: str) -> 
         raise ValueError(f"maxiter={maxiter!r}: expected an integer >= 0")
     own["maxiter"] = int(maxiter)
     own["gtol"] = _real("gtol", own["gtol"], minimum=0.0)
-    if isinstance(own["disp"], numbers.Integral) and own["disp"] in (0, 1):  # scipy's methods take 0 and 1
-        own["disp"] = bool(own["disp"])
-    if not isinstance(own["disp"], (bool, np.bool_)):
+    if not isinstance(own["disp"], (numbers.Integral, np.bool_)) or own["disp"] not in (0, 1):  # bools, and scipy's 0 and 1
         raise TypeError(f"disp={own['disp']!r}: expected True or False")
     own["disp"] = bool(own["disp"])
     if own["finite_diff_rel_step"] is not None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _tree
 from . import schedules as _schedules
+from ._optimizer import check_bool
 
 Params = Any  # a float ndarray, or a dict / list / tuple of them
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -130,10 +131,7 @@ class Problem:
         if self.lrs is not None:
             object.__setattr__(self, "lrs", check_lrs(self.lrs, "lrs"))
         for arg in ("stochastic", "online", "trace"):
-            v = getattr(self, arg)
-            if not isinstance(v, (bool, np.bool_)):
-                raise TypeError(f"{arg}={v!r}: expected True or False")
-            object.__setattr__(self, arg, bool(v))
+            object.__setattr__(self, arg, check_bool(arg, getattr(self, arg)))
         if self.target is not None and self.floor is not None and self.target < self.floor:
             raise ValueError(f"target={self.target!r}: expected a loss >= floor={self.floor!r} (the known minimum)")
         if not isinstance(self.info, Mapping):
